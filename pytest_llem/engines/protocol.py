@@ -1,0 +1,113 @@
+"""What every inference engine offers the measurement loop.
+
+An engine is one module implementing :class:`Engine`. The measurement loop (in the spawned
+child) gives every engine the same token ids and counts tokens the same way, so figures are
+comparable across engines; engines only turn token ids into generated token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Sampling settings, identical for every engine. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything an engine needs to load a model and generate."""
+
+    model: str  # local directory or hub id, already resolved (embedded models materialised)
+    precision: str  # "fp32", "fp16" or "bf16"
+    settings: dict[str, Any]  # the engine's own section of the study, validated
+    decoding: Decoding
+    max_output_tokens: int
+    ignore_eos: bool
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int | None
+    device: str = "auto"  # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
+
+
+@dataclass(frozen=True)
+class GpuRef:
+    """A GPU a loaded engine runs on; NVML opens it by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
+
+    uuid: str
+    name: str
+    cuda_index: int
+
+
+@dataclass
+class BatchResult:
+    """One call into the engine for one batch of requests.
+
+    ``output_token_ids`` holds, per request, the generated ids that count as output: up to and
+    including the first EOS (unless ``ignore_eos``), never pads or tokens after EOS.
+    """
+
+    output_token_ids: list[list[int]]
+    wall_time_s: float  # device-synchronised at both edges
+    per_request_time_s: list[float] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    """The contract of an inference engine module."""
+
+    name: str
+
+    def load(self, request: LoadRequest) -> None:
+        """Load the model onto its device(s); not measured for energy."""
+
+    @property
+    def gpus(self) -> list[GpuRef]:
+        """GPUs this engine runs on after :meth:`load`; empty when it runs on the CPU."""
+
+    @property
+    def device_description(self) -> str:
+        """Where inference runs, in words, e.g. ``cuda:0 (NVIDIA H100)`` or ``cpu``."""
+
+    def parameter_count(self) -> int:
+        """Number of model parameters, for the FLOPs estimate."""
+
+    def plan_batches(self, prompts: list[list[int]]) -> list[list[list[int]]]:
+        """Group the prompts into the batches the engine runs (its measured shapes)."""
+
+    def run_batch(self, batch: list[list[int]]) -> BatchResult:
+        """Generate for one batch; synchronise the device before returning."""
+
+    def version(self) -> str | None:
+        """Version of the engine library."""
+
+    def effective_settings(self) -> dict[str, Any]:
+        """The settings in force, engine defaults included, for effective_config.json."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory allocated since load, where the engine can tell."""
+
+    def release(self) -> None:
+        """Free the model and device memory."""
+
+
+def count_output_tokens(generated: list[int], eos_token_ids: tuple[int, ...], ignore_eos: bool) -> list[int]:
+    """Cut one request's generated ids to what counts as output.
+
+    Up to and including the first EOS; everything after it (pads, or tokens a batched
+    ``generate`` keeps producing for finished rows) is not output. With ``ignore_eos`` every
+    generated position counts, since generation ran to the fixed length on purpose.
+    """
+    if ignore_eos:
+        return list(generated)
+    eos = set(eos_token_ids)
+    for position, token in enumerate(generated):
+        if token in eos:
+            return list(generated[: position + 1])
+    return list(generated)

@@ -1,0 +1,41 @@
+"""Hashes that say when two experiments, or two studies, are the same.
+
+``measurement_config_hash``: the first 16 hex digits of SHA-256 over the canonical JSON of a
+resolved experiment, leaving out only what cannot change a figure (the output settings, and the
+settings sections of engines the cell does not use). Equal hash = logically identical
+experiment, whatever file or sweep produced it.
+
+``study_design_hash``: the same digest over the list of experiments of a study, in declaration
+order, execution block left out: the same YAML gives the same hash however often it is run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pytest_llem.study.schema import ENGINES, NON_MEASUREMENT_FIELDS, ExperimentConfig
+
+
+def canonical_json(data: Any) -> str:
+    """Key-sorted, whitespace-free JSON: one text for one logical value."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def digest16(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()[:16]
+
+
+def measurement_fields(config: ExperimentConfig) -> dict[str, Any]:
+    """The part of a resolved experiment that can change its measurement."""
+    other_engines = {name for name in ENGINES if name != config.engine}
+    return config.model_dump(mode="json", exclude=set(NON_MEASUREMENT_FIELDS) | other_engines)
+
+
+def measurement_config_hash(config: ExperimentConfig) -> str:
+    return digest16(measurement_fields(config))
+
+
+def study_design_hash(configs: list[ExperimentConfig]) -> str:
+    return digest16([measurement_fields(c) for c in configs])

@@ -1,0 +1,264 @@
+"""A study file, loaded: validated configurations with ids, hashes and a run order.
+
+:func:`load_study` is the one entry point. It reports every problem of a file at once, as a
+:class:`~pytest_llem.errors.StudyError`, and never half-loads a study: either every
+configuration has a valid config (or a reason to be skipped), or nothing runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pytest_llem.errors import StudyError
+from pytest_llem.study import ids
+from pytest_llem.study.hashing import measurement_config_hash, study_design_hash
+from pytest_llem.study.loader import LineMap, Path_, format_error, load_study_yaml, suggest, validation_problems
+from pytest_llem.study.ordering import run_order
+from pytest_llem.study.schema import (
+    ENGINES,
+    INVALID_COMBINATION,
+    STUDY_ONLY_KEYS,
+    ExecutionConfig,
+    ExperimentConfig,
+)
+from pytest_llem.study.sweep import (
+    Override,
+    RawCell,
+    deep_merge,
+    expand_dotted_keys,
+    expand_flat,
+    expand_sweep,
+    parse_experiments,
+    parse_sweep,
+    set_dotted,
+)
+
+#: Above this many cells (configurations x cycles) a study is probably a mistake: warn.
+LARGE_STUDY_CELLS = 2000
+
+
+@dataclass
+class Configuration:
+    """One swept configuration of a study; it runs once per cycle."""
+
+    index: int  # declaration order
+    config_id: str
+    engine: str
+    raw: dict[str, Any]
+    config: ExperimentConfig | None
+    skip_reason: str | None
+    swept: dict[str, Any]  # the values that distinguish it (dotted path -> value)
+    line: int  # 1-based line of the YAML that defines it
+    config_hash: str | None
+
+    @property
+    def runnable(self) -> bool:
+        return self.config is not None and self.skip_reason is None
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    execution: ExecutionConfig
+    configurations: list[Configuration]
+    design_hash: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def cycle_width(self) -> int:
+        return len(str(max(self.execution.n_cycles - 1, 0)))
+
+    def cycle_name(self, cycle: int) -> str:
+        return f"c{cycle:0{self.cycle_width}d}"
+
+    def run_order(self) -> list[tuple[Configuration, int]]:
+        """Every (configuration, cycle) pair in the order the study asks for."""
+        ex = self.execution
+        pairs = run_order(len(self.configurations), ex.n_cycles, ex.experiment_order, ex.shuffle_seed)
+        return [(self.configurations[i], k) for i, k in pairs]
+
+    @property
+    def runnable(self) -> list[Configuration]:
+        return [c for c in self.configurations if c.runnable]
+
+
+def is_anchor_key(key: object) -> bool:
+    """Top-level keys starting with ``x-`` or ``_`` only hold YAML anchors; they are not fields."""
+    return isinstance(key, str) and (key.startswith("x-") or key.startswith("_"))
+
+
+def default_study_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return ids.sanitise(name.removesuffix(".llem"))
+
+
+def _engines(shared: dict[str, Any], engine_axis: list[Any] | None, problems: list[tuple[Path_, str]]) -> list[str]:
+    declared = shared.pop("engine", "transformers")
+    if engine_axis is not None:
+        if isinstance(declared, list):
+            problems.append((("sweep", "engine"), "engine is both a top-level list and a sweep axis; keep one"))
+        declared = engine_axis
+    names = declared if isinstance(declared, list) else [declared]
+    engines: list[str] = []
+    for name in names:
+        if name not in ENGINES:
+            where: Path_ = ("sweep", "engine") if engine_axis is not None else ("engine",)
+            problems.append((where, f"engine: unknown engine {name!r}{suggest(str(name), list(ENGINES))}; expected one of {', '.join(ENGINES)}"))
+        elif name not in engines:
+            engines.append(str(name))
+    return engines
+
+
+def _source_of(loc: Path_, overrides: list[Override]) -> Path_ | None:
+    """Where in the file the value behind error location ``loc`` was written."""
+    dotted_loc = ".".join(str(p) for p in loc)
+    for override in reversed(overrides):
+        if dotted_loc == override.path or dotted_loc.startswith(override.path + ".") or override.path.startswith(dotted_loc + "."):
+            return override.origin
+    return None
+
+
+def _flat_lookup(data: dict[str, Any]) -> dict[str, Any]:
+    return dict(expand_flat(data))
+
+
+def _config_id(
+    cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any], model: str
+) -> str:
+    if cell.explicit_id:
+        return ids.sanitise(cell.explicit_id)
+    if template:
+        return ids.render_template(template, lookup)
+    pieces = [cell.engine] if len(engines) > 1 else []
+    pieces += [ids.id_piece(o.path, o.value) for o in cell.overrides if o.in_id]
+    if not pieces or (len(pieces) == 1 and len(engines) > 1 and not cell.overrides):
+        pieces = [ids.sanitise(model.rstrip("/").rsplit("/", 1)[-1]), cell.engine]
+    return ids.join_pieces(pieces)
+
+
+def load_study(path: str | Path) -> Study:
+    """Load, expand and validate a study file; raise :class:`StudyError` listing every problem."""
+    path = Path(path)
+    data, lines = load_study_yaml(path)
+    problems: list[tuple[Path_, str]] = []  # (document path for the line, message)
+    formatted: list[str] = []
+
+    def located(where: Path_, message: str) -> str:
+        line = lines.line_of(where)
+        return f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
+
+    try:
+        execution = ExecutionConfig.model_validate(data.get("execution") or {})
+    except ValidationError as exc:
+        formatted += validation_problems(exc, file=path, lines=lines, root_model=ExecutionConfig, loc_prefix=("execution",))
+        execution = ExecutionConfig()
+
+    name = data.get("name")
+    template = data.get("id")
+    if name is not None and not isinstance(name, str):
+        problems.append((("name",), f"name: expected a string, got {name!r}"))
+    if template is not None and not isinstance(template, str):
+        problems.append((("id",), f"id: expected a template string such as '{{engine}}-bs{{transformers.batch_size}}', got {template!r}"))
+        template = None
+
+    shared = expand_dotted_keys({k: v for k, v in data.items() if k not in STUDY_ONLY_KEYS and not is_anchor_key(k)})
+    dimensions, engine_axis = parse_sweep(data.get("sweep"), problems)
+    engines = _engines(shared, engine_axis, problems)
+    for dimension in dimensions:
+        if dimension.scope is not None and dimension.scope not in engines:
+            problems.append(
+                (("sweep", dimension.name), f"sweep.{dimension.name}: applies to {dimension.scope} cells, but the study has no {dimension.scope} cells (engine: {', '.join(engines) or 'none'})")
+            )
+
+    explicit = parse_experiments(data.get("experiments"), engines, problems)
+    swept = bool(dimensions) or engine_axis is not None
+    raw_cells = expand_sweep(engines, dimensions) if (swept or not explicit) else []
+    raw_cells += explicit
+
+    configurations: list[Configuration] = []
+    for index, cell in enumerate(raw_cells):
+        merged = deep_merge(shared, {"engine": cell.engine})
+        for override in cell.overrides:
+            set_dotted(merged, override.path, override.value)
+        config: ExperimentConfig | None = None
+        skip_reason: str | None = None
+        try:
+            config = ExperimentConfig.model_validate(merged)
+        except ValidationError as exc:
+            combos = [e for e in exc.errors(include_url=False) if e["type"] == INVALID_COMBINATION]
+            others = [e for e in exc.errors(include_url=False) if e["type"] != INVALID_COMBINATION]
+            for error in others:
+                source = _source_of(tuple(error["loc"]), cell.overrides)
+                origin = source if source is not None else (cell.origin + tuple(error["loc"]) if cell.source == "experiments" else None)
+                formatted.append(format_error(error, file=path, lines=lines, root_model=ExperimentConfig, source_path=origin))
+            if not others:
+                skip_reason = "; ".join(e["msg"] for e in combos)
+        lookup = _flat_lookup(config.model_dump(mode="json") if config is not None else merged)
+        if template:
+            missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
+            for field_name in missing:
+                problems.append((("id",), f"id: template field {{{field_name}}} is not an experiment field{suggest(field_name, sorted(lookup))}"))
+            if missing:
+                template = None
+        config_id = _config_id(cell, engines, template, lookup, str(merged.get("model", "model")))
+        first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or ("sweep",) if swept else ())
+        configurations.append(
+            Configuration(
+                index=index,
+                config_id=config_id,
+                engine=cell.engine,
+                raw=merged,
+                config=config,
+                skip_reason=skip_reason,
+                swept={**({"engine": cell.engine} if len(engines) > 1 else {}), **{o.path: o.value for o in cell.overrides if o.in_id}},
+                line=lines.line_of(first_origin) or 1,
+                config_hash=measurement_config_hash(config) if config is not None else None,
+            )
+        )
+
+    by_id: dict[str, list[Configuration]] = {}
+    for configuration in configurations:
+        by_id.setdefault(configuration.config_id, []).append(configuration)
+    for config_id, clashing in by_id.items():
+        if len(clashing) > 1:
+            described = "; ".join(
+                f"line {c.line}: " + (", ".join(f"{k}={v!r}" for k, v in c.swept.items()) or "(shared fields only)")
+                for c in clashing
+            )
+            formatted.append(
+                f"{path}:{clashing[0].line}: duplicate cell id {config_id!r} for {len(clashing)} cells ({described});"
+                " give them distinct `id:` values or an `id:` template"
+            )
+
+    formatted = [located(where, message) for where, message in problems] + formatted
+    if formatted:
+        raise StudyError(str(path), list(dict.fromkeys(formatted)))
+    if configurations and not any(c.runnable for c in configurations):
+        reasons = sorted({c.skip_reason or "" for c in configurations})
+        raise StudyError(str(path), [f"{path}: every cell of the study is an invalid combination: " + " | ".join(reasons)])
+
+    runnable_configs = [c.config for c in configurations if c.config is not None and c.skip_reason is None]
+    study = Study(
+        path=path,
+        name=name or default_study_name(path),
+        execution=execution,
+        configurations=configurations,
+        design_hash=study_design_hash(runnable_configs),
+    )
+    n_cells = len(configurations) * execution.n_cycles
+    if n_cells > LARGE_STUDY_CELLS:
+        study.warnings.append(
+            f"{path}: the study expands to {n_cells} cells ({len(configurations)} configurations x"
+            f" {execution.n_cycles} cycles); check the sweep is what you meant"
+        )
+    return study
+
+
+__all__ = ["Configuration", "LineMap", "Study", "load_study"]

@@ -1,0 +1,224 @@
+"""Expanding ``sweep:`` and ``experiments:`` into raw cells (before validation).
+
+Grammar, in short (the README has the long form):
+
+* an **axis** is a dotted path with a list of values: ``precision: [fp16, bf16]``;
+* an axis under an engine's section (``transformers.batch_size``) is **engine-scoped**: it
+  applies only to cells of that engine and is never crossed with another engine's axes;
+* a **group** is a key whose value is a list of mappings, each an alternative set of
+  overrides; ``{}`` is "no override"; a list inside an entry is a small grid of its own.
+  When the key names a section (``decoding``, ``vllm``...), entry keys are relative to it;
+* ``engine`` may be a list (at the top level or as an axis): one family of cells per engine;
+* ``experiments:`` adds explicit cells, deep-merged over the shared fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_llem.study.schema import ENGINES, ExperimentConfig
+
+Origin = tuple[str | int, ...]
+
+
+@dataclass
+class Override:
+    """One value a cell sets, where it came from in the file, and whether it names the cell."""
+
+    path: str  # dotted path into the experiment
+    value: Any
+    origin: Origin  # path of the YAML node that wrote it
+    in_id: bool = True
+
+
+@dataclass
+class Dimension:
+    """An axis or a group: a list of alternatives, each a list of overrides."""
+
+    name: str
+    scope: str | None  # engine name, or None when it applies to every engine
+    alternatives: list[list[Override]]
+
+
+@dataclass
+class RawCell:
+    """A cell before validation: the engine, its overrides, and an explicit id if any."""
+
+    engine: str
+    overrides: list[Override] = field(default_factory=list)
+    explicit_id: str | None = None
+    origin: Origin = ()
+    source: str = "sweep"  # "sweep", "experiments" or "single"
+
+
+def set_dotted(target: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating the intermediate mappings."""
+    parts = path.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, recursively for mappings; lists and scalars replace."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def expand_dotted_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``{'transformers.batch_size': 8}`` -> ``{'transformers': {'batch_size': 8}}``, recursively."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        value = expand_dotted_keys(value) if isinstance(value, dict) else value
+        if isinstance(key, str) and "." in key:
+            nested: dict[str, Any] = {}
+            set_dotted(nested, key, value)
+            out = deep_merge(out, nested)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _section_names() -> set[str]:
+    """Experiment fields that are sections (their own models): group keys relative to them."""
+    names = set()
+    for name, info in ExperimentConfig.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            names.add(name)
+    return names
+
+
+def _scope_of(path: str) -> str | None:
+    head = path.split(".", 1)[0]
+    return head if head in ENGINES else None
+
+
+def _grid(entry: dict[str, Any], prefix: str, origin: Origin) -> list[list[Override]]:
+    """One group entry -> its alternatives (a list value inside the entry is a small grid)."""
+    flat: list[tuple[str, list[Any], bool]] = []
+    for key, value in expand_flat(entry):
+        full = f"{prefix}.{key}" if prefix else key
+        is_list = isinstance(value, list)
+        flat.append((full, value if is_list else [value], is_list))
+    if not flat:
+        return [[]]
+    combos = itertools.product(*[values for _, values, _ in flat])
+    return [
+        [Override(path, value, origin + (path,)) for (path, _, _), value in zip(flat, combo)]
+        for combo in combos
+    ]
+
+
+def expand_flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested or dotted mapping -> ``[(dotted_path, leaf_value)]`` in declaration order."""
+    out: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.extend(expand_flat(value, path))
+        else:
+            out.append((path, value))
+    return out
+
+
+def parse_sweep(sweep: Any, problems: list[tuple[Origin, str]]) -> tuple[list[Dimension], list[Any] | None]:
+    """Sweep block -> dimensions in declaration order, plus the engine axis if one is swept."""
+    if sweep is None:
+        return [], None
+    if not isinstance(sweep, dict):
+        problems.append((("sweep",), f"sweep: expected a mapping of axes, got {type(sweep).__name__}"))
+        return [], None
+    sections = _section_names()
+    dimensions: list[Dimension] = []
+    engine_axis: list[Any] | None = None
+    for key, values in sweep.items():
+        key = str(key)
+        origin: Origin = ("sweep", key)
+        if not isinstance(values, list) or not values:
+            problems.append((origin, f"sweep.{key}: expected a non-empty list of values, got {values!r}"))
+            continue
+        if key == "engine":
+            engine_axis = values
+            continue
+        is_group = all(isinstance(v, dict) for v in values)
+        if not is_group and any(isinstance(v, dict) for v in values):
+            problems.append((origin, f"sweep.{key}: mixes mappings and plain values; a group is a list of mappings"))
+            continue
+        if not is_group:
+            alternatives = [[Override(key, v, origin + (i,))] for i, v in enumerate(values)]
+            dimensions.append(Dimension(key, _scope_of(key), alternatives))
+            continue
+        prefix = key if key in sections else ""
+        alternatives = []
+        for i, entry in enumerate(values):
+            alternatives.extend(_grid(entry, prefix, origin + (i,)))
+        scopes = {_scope_of(o.path) for alt in alternatives for o in alt}
+        if len(scopes - {None}) > 1 or (None in scopes and len(scopes) > 1):
+            problems.append(
+                (origin, f"sweep.{key}: a group's entries must all belong to one engine's section, or to none")
+            )
+            continue
+        scope = next(iter(scopes)) if scopes else None
+        dimensions.append(Dimension(key, scope, alternatives))
+    return dimensions, engine_axis
+
+
+def expand_sweep(engines: list[str], dimensions: list[Dimension]) -> list[RawCell]:
+    """The cells of a sweep: per engine, the product of the shared and that engine's dimensions."""
+    cells: list[RawCell] = []
+    for engine in engines:
+        relevant = [d for d in dimensions if d.scope in (None, engine)]
+        for combo in itertools.product(*[d.alternatives for d in relevant]):
+            overrides = [o for alternative in combo for o in alternative]
+            cells.append(RawCell(engine=engine, overrides=overrides))
+    return cells
+
+
+def parse_experiments(
+    experiments: Any, engines: list[str], problems: list[tuple[Origin, str]]
+) -> list[RawCell]:
+    """Explicit cells of ``experiments:``; one that names no engine runs on each study engine."""
+    if experiments is None:
+        return []
+    if not isinstance(experiments, list):
+        problems.append((("experiments",), "experiments: expected a list of mappings"))
+        return []
+    cells: list[RawCell] = []
+    for i, entry in enumerate(experiments):
+        origin: Origin = ("experiments", i)
+        if not isinstance(entry, dict):
+            problems.append((origin, f"experiments[{i}]: expected a mapping of experiment fields, got {entry!r}"))
+            continue
+        entry = dict(entry)
+        explicit_id = entry.pop("id", None)
+        flat = expand_flat(expand_dotted_keys(entry))
+        engine_values = [v for p, v in flat if p == "engine"]
+        own_engines = [str(engine_values[0])] if engine_values else engines
+        for engine in own_engines:
+            overrides = [Override(p, v, origin + (p.split(".")[0],)) for p, v in flat if p != "engine"]
+            cells.append(
+                RawCell(
+                    engine=engine,
+                    overrides=overrides,
+                    explicit_id=str(explicit_id) if explicit_id is not None else None,
+                    origin=origin,
+                    source="experiments",
+                )
+            )
+    return cells
