@@ -36,7 +36,17 @@ class MeterUnavailable(LlemError):
 
 
 class CellError(LlemError):
-    """A single cell failed; the session goes on."""
+    """A single cell failed; the session goes on.
+
+    ``log_tail`` is the end of the child's log and ``child_traceback`` the traceback the child
+    reported, so the failed test report shows what happened inside the isolated process.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.log_tail = ""
+        self.child_traceback = ""
+        self.phases: list[str] = []
 
 
 class CellCrashed(CellError):

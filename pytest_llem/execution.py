@@ -1,0 +1,198 @@
+"""One study's run in a session: its directory, its manifest, and running a cell end to end.
+
+Knows nothing of pytest: the plugin hands it cells in run order and gets back a plain record
+(or a :class:`~pytest_llem.errors.CellError`). A failure of one cell is recorded in the
+manifest and re-raised for that cell only; the study goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_llem import __version__
+from pytest_llem.errors import CellError
+from pytest_llem.results.manifest import Manifest
+from pytest_llem.results.record import build_result
+from pytest_llem.results.writer import cell_dir_name, contained, make_study_dir, write_json_atomic
+from pytest_llem.runner.parent import run_in_child
+from pytest_llem.study.study import Configuration, Study
+
+RESULT_NAME = "result.json"
+EFFECTIVE_CONFIG_NAME = "effective_config.json"
+
+
+@dataclass(frozen=True)
+class CellRef:
+    """One cell of a study: a configuration at one cycle, with its place in the run order."""
+
+    configuration: Configuration
+    cycle: int
+    position: int  # 1-based position in the study's full run order
+    nodeid: str
+
+    def experiment_id(self, study: Study) -> str:
+        return f"{self.configuration.config_id}::{study.cycle_name(self.cycle)}"
+
+
+@dataclass
+class CellOutcome:
+    """What the terminal summary and the reports need to know about a finished cell."""
+
+    cell: CellRef
+    status: str
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    cell_dir: Path | None = None
+
+
+@dataclass
+class StudyRun:
+    study: Study
+    study_dir: Path
+    manifest: Manifest
+    timeout_override: float | None = None
+    outcomes: list[CellOutcome] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    _last_cycle: int | None = None
+    _ran_any: bool = False
+
+    @classmethod
+    def create(
+        cls, study: Study, cells: list[CellRef], results_root: Path, stamp: str, timeout_override: float | None = None
+    ) -> StudyRun:
+        study_dir = make_study_dir(results_root, study.name, stamp)
+        ex = study.execution
+        header = {
+            "schema_version": "3.0",
+            "llenergymeasure_version": __version__,
+            "study_name": study.name,
+            "study_file": str(study.path),
+            "study_design_hash": study.design_hash,
+            "measurement_protocol": {
+                "n_cycles": ex.n_cycles,
+                "experiment_order": ex.experiment_order,
+                "experiment_gap_seconds": ex.experiment_gap_seconds,
+                "cycle_gap_seconds": ex.cycle_gap_seconds,
+                "shuffle_seed": ex.shuffle_seed,
+                "experiment_timeout_seconds": timeout_override or ex.experiment_timeout_seconds,
+            },
+        }
+        experiments = [
+            {
+                "experiment_id": cell.experiment_id(study),
+                "config_id": cell.configuration.config_id,
+                "cycle": cell.cycle,
+                "position": cell.position,
+                "nodeid": cell.nodeid,
+                "measurement_config_hash": cell.configuration.config_hash,
+                "config": cell.configuration.config.model_dump(mode="json")
+                if cell.configuration.config is not None
+                else cell.configuration.raw,
+                **({"skip_reason": cell.configuration.skip_reason} if cell.configuration.skip_reason else {}),
+            }
+            for cell in cells
+        ]
+        manifest = Manifest(study_dir, header, experiments, warnings=list(study.warnings))
+        return cls(study=study, study_dir=study_dir, manifest=manifest, timeout_override=timeout_override)
+
+    def _pause_before(self, cell: CellRef) -> None:
+        """Gaps between cells let the GPU return towards idle; a new cycle may ask for more."""
+        ex = self.study.execution
+        if self._ran_any:
+            pause = ex.experiment_gap_seconds
+            if self._last_cycle is not None and cell.cycle != self._last_cycle:
+                pause += ex.cycle_gap_seconds
+            if pause > 0:
+                time.sleep(pause)
+        self._ran_any = True
+        self._last_cycle = cell.cycle
+
+    def cell_dir(self, cell: CellRef) -> Path:
+        config = cell.configuration
+        width = max(3, len(str(len(self.study.configurations) * self.study.execution.n_cycles)))
+        name = cell_dir_name(
+            cell.position, self.study.cycle_name(cell.cycle), config.raw.get("model", "model"), config.engine,
+            config.config_hash or "invalid", width,
+        )  # fmt: skip
+        return contained(self.study_dir, name)
+
+    def skip(self, cell: CellRef, reason: str) -> None:
+        self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason)
+        self.outcomes.append(CellOutcome(cell, "skipped", error=reason))
+
+    def run_cell(self, cell: CellRef, gpu_uuid: str | None = None) -> CellOutcome:
+        """Run one cell in its own process and write its record; raise CellError on failure."""
+        config = cell.configuration.config
+        assert config is not None and cell.configuration.config_hash is not None
+        experiment_id = cell.experiment_id(self.study)
+        self._pause_before(cell)
+        cell_dir = self.cell_dir(cell)
+        relative = cell_dir.relative_to(self.study_dir).as_posix()
+        self.manifest.update(experiment_id, "running", cell_dir=relative)
+        ex = self.study.execution
+        spec = {
+            "config": config.model_dump(mode="json"),
+            "base_dir": str(self.study.path.parent.resolve()),
+            "cell_dir": str(cell_dir),
+        }
+        try:
+            report = run_in_child(
+                spec,
+                cell_dir,
+                timeout_s=self.timeout_override or ex.experiment_timeout_seconds,
+                startup_timeout_s=ex.startup_timeout_seconds,
+                gpu_uuid=gpu_uuid,
+            )
+        except CellError as exc:
+            self.manifest.update(experiment_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.outcomes.append(CellOutcome(cell, "failed", error=str(exc), cell_dir=cell_dir))
+            raise
+        identity = {
+            "study_name": self.study.name,
+            "study_design_hash": self.study.design_hash,
+            "config_id": cell.configuration.config_id,
+            "cycle": cell.cycle,
+            "position": cell.position,
+            "nodeid": cell.nodeid,
+            "cell_wall_time_s": report.wall_time_s,
+        }
+        config_json = config.model_dump(mode="json")
+        record = build_result(
+            experiment_id=experiment_id,
+            config_hash=cell.configuration.config_hash,
+            config=config_json,
+            measurement=report.measurement,
+            version=__version__,
+            identity=identity,
+        )
+        write_json_atomic(
+            cell_dir / EFFECTIVE_CONFIG_NAME,
+            {
+                "measurement_config_hash": cell.configuration.config_hash,
+                "experiment": config_json,
+                "engine": {
+                    "name": report.measurement["engine"],
+                    "version": report.measurement["engine_version"],
+                    "effective_settings": report.measurement["effective_settings"],
+                },
+                "software_versions": report.measurement["versions"],
+            },
+        )
+        write_json_atomic(cell_dir / RESULT_NAME, record)
+        self.manifest.update(
+            experiment_id,
+            "completed",
+            result_path=f"{relative}/{RESULT_NAME}",
+            total_energy_j=record["total_energy_j"],
+            mj_per_tok_total=record["mj_per_tok_total"],
+            avg_tokens_per_second=record["avg_tokens_per_second"],
+        )
+        outcome = CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def finish(self) -> None:
+        self.manifest.finish(time.monotonic() - self.started)

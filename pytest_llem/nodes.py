@@ -1,0 +1,121 @@
+"""pytest nodes: a study file, its configurations, and one item per cycle.
+
+``studies/sweep.llem.yaml::transformers-bs8-bf16::c0`` is a cell: the configuration collector's
+name makes ``-k`` match on swept values, and ``pytest file::config`` runs every cycle of it.
+The cell is a :class:`pytest.Function` built with ``callobj=``, so fixtures resolve through
+pytest's public machinery and a conftest can override them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+from pytest_llem.errors import CellError, StudyError
+from pytest_llem.study.study import Configuration, Study, load_study
+
+
+class LlemStudyWarning(pytest.PytestWarning):
+    """Something about a study deserves a look but does not stop it (e.g. a huge sweep)."""
+
+
+def _mark_kwargs(configuration: Configuration, cycle: int) -> dict[str, Any]:
+    """Keyword arguments of ``pytest.mark.llem``: identifiers, so ``-m "llem(engine='vllm')"`` works."""
+    kwargs: dict[str, Any] = {"cycle": cycle, "engine": configuration.engine}
+    config = configuration.config
+    if config is not None:
+        kwargs.update(model=config.model, precision=config.precision)
+    for path, value in configuration.swept.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            kwargs[re.sub(r"\W", "_", path)] = value
+    return kwargs
+
+
+def llem_cell(llem_run_cell: Any) -> None:
+    """The test function of every cell: run it through the (overridable) runner fixture."""
+    llem_run_cell()
+
+
+class CellItem(pytest.Function):
+    """One cycle of one configuration."""
+
+    study: Study
+    configuration: Configuration
+    cycle: int
+    position: int  # 1-based place in the study's full run order
+
+    def setup_cell(self, study: Study, configuration: Configuration, cycle: int, position: int) -> None:
+        self.study = study
+        self.configuration = configuration
+        self.cycle = cycle
+        self.position = position
+        self.add_marker(pytest.mark.llem(**_mark_kwargs(configuration, cycle)))
+        if configuration.skip_reason:
+            self.add_marker(pytest.mark.skip(reason=f"invalid combination: {configuration.skip_reason}"))
+        raw_model = str(configuration.raw.get("model", ""))
+        self.extra_keyword_matches.update({raw_model, configuration.engine})
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.study.path, self.configuration.line - 1, f"{self.configuration.config_id} cycle {self.cycle}"
+
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        exc = excinfo.value
+        if isinstance(exc, CellError):
+            parts = [f"{type(exc).__name__}: {exc}"]
+            if exc.child_traceback:
+                parts.append("--- traceback in the cell's process ---\n" + exc.child_traceback.rstrip())
+            return "\n".join(parts)
+        return super().repr_failure(excinfo, style=style)
+
+    def _traceback_filter(self, excinfo: ExceptionInfo[BaseException]) -> Any:
+        return excinfo.traceback
+
+
+class ConfigurationCollector(pytest.Collector):
+    """All cycles of one configuration."""
+
+    study: Study
+    configuration: Configuration
+
+    def collect(self) -> Iterator[pytest.Item]:
+        study, configuration = self.study, self.configuration
+        positions = {(c.index, k): i for i, (c, k) in enumerate(study.run_order(), start=1)}
+        for cycle in range(study.execution.n_cycles):
+            item = CellItem.from_parent(self, name=study.cycle_name(cycle), callobj=llem_cell)
+            item.setup_cell(study, configuration, cycle, positions[(configuration.index, cycle)])
+            yield item
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.study.path, self.configuration.line - 1, self.configuration.config_id
+
+
+class StudyFile(pytest.File):
+    """A ``*.llem.yaml`` file: a study."""
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        study = load_study(self.path)
+        for warning in study.warnings:
+            self.warn(LlemStudyWarning(warning))
+        for configuration in study.configurations:
+            collector = ConfigurationCollector.from_parent(self, name=configuration.config_id)
+            collector.study = study
+            collector.configuration = configuration
+            yield collector
+
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, StudyError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+def is_study_file(path: Path) -> bool:
+    return path.name.endswith((".llem.yaml", ".llem.yml"))

@@ -1,0 +1,176 @@
+"""The pytest11 entry point: options, collection, ordering, reporting.
+
+Every pytest run in the user's environment imports this module, so it stays import-light:
+pydantic, the study grammar and the runner are imported only once a ``*.llem.yaml`` file is
+collected, and torch/transformers/vllm/zeus only ever inside a cell's child process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_llem.execution import StudyRun
+    from pytest_llem.nodes import CellItem
+
+SESSION_PLUGIN_NAME = "llem-session"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llem", "pytest-llem: energy efficiency of LLM inference")
+    group.addoption(
+        "--llem-results-dir",
+        dest="llem_results_dir",
+        default=None,
+        metavar="DIR",
+        help="Where study results go (default: the study's output.results_dir, else ./results).",
+    )
+    group.addoption(
+        "--llem-timeout",
+        dest="llem_timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Time limit per cell, overriding execution.experiment_timeout_seconds.",
+    )
+    parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "llem(cycle, engine, model, precision, **swept_fields): a pytest-llem cell; select with"
+        " -m \"llem(engine='vllm', cycle=0)\"",
+    )
+    config.pluginmanager.register(LlemSession(config), SESSION_PLUGIN_NAME)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith((".llem.yaml", ".llem.yml")):
+        from pytest_llem.nodes import StudyFile
+
+        return StudyFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture
+def llem_run_cell(request: pytest.FixtureRequest) -> Callable[[], None]:
+    """Runs the requesting cell in its own process; override in a conftest to wrap it."""
+    session: LlemSession = request.config.pluginmanager.get_plugin(SESSION_PLUGIN_NAME)
+    node = request.node
+    return lambda: session.run_cell(node)
+
+
+def _is_cell(item: pytest.Item) -> bool:
+    from pytest_llem.nodes import CellItem
+
+    return isinstance(item, CellItem)
+
+
+class LlemSession:
+    """Per-session state: the studies being run, their directories and outcomes."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.runs: dict[Path, StudyRun] = {}
+        self.stamp: str | None = None
+
+    def results_root(self, item: CellItem) -> Path:
+        chosen = (
+            self.config.getoption("llem_results_dir")
+            or self.config.getini("llem_results_dir")
+            or (item.configuration.config.output.results_dir if item.configuration.config else None)
+            or "results"
+        )
+        root = Path(chosen)
+        return root if root.is_absolute() else self.config.rootpath / root
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Put cells in their studies' run order; other tests keep their places."""
+        slots = [i for i, item in enumerate(items) if _is_cell(item)]
+        cells: list[CellItem] = [items[i] for i in slots]  # type: ignore[misc]
+        study_rank: dict[Path, int] = {}
+        for cell in cells:
+            study_rank.setdefault(cell.study.path, len(study_rank))
+        cells.sort(key=lambda c: (study_rank[c.study.path], c.position))
+        for slot, cell in zip(slots, cells):
+            items[slot] = cell
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.config.option.collectonly:
+            return
+        from pytest_llem.execution import CellRef, StudyRun
+        from pytest_llem.results.writer import utc_stamp
+
+        by_study: dict[Path, list[CellItem]] = {}
+        for item in session.items:
+            if _is_cell(item):
+                by_study.setdefault(item.study.path, []).append(item)  # type: ignore[attr-defined]
+        if not by_study:
+            return
+        self.stamp = self.stamp or utc_stamp()
+        for path, items in by_study.items():
+            refs = [CellRef(i.configuration, i.cycle, i.position, i.nodeid) for i in items]
+            self.runs[path] = StudyRun.create(
+                items[0].study, refs, self.results_root(items[0]), self.stamp, self.config.getoption("llem_timeout")
+            )
+
+    def _ref(self, item: CellItem) -> Any:
+        from pytest_llem.execution import CellRef
+
+        return CellRef(item.configuration, item.cycle, item.position, item.nodeid)
+
+    def run_cell(self, item: CellItem) -> None:
+        run = self.runs[item.study.path]
+        outcome = run.run_cell(self._ref(item))
+        record = outcome.record or {}
+        item.llem_report = {  # type: ignore[attr-defined]
+            key: record.get(key)
+            for key in (
+                "experiment_id", "measurement_config_hash", "total_tokens", "total_inference_time_sec",
+                "avg_tokens_per_second", "total_energy_j", "mj_per_tok_total", "mj_per_tok_adjusted",
+                "energy_meter", "energy_unavailable_reason",
+            )
+        }  # fmt: skip
+        item.llem_report["cell_dir"] = str(outcome.cell_dir)  # type: ignore[attr-defined]
+        for key in ("mj_per_tok_total", "mj_per_tok_adjusted", "avg_tokens_per_second", "total_energy_j"):
+            item.user_properties.append((f"llem_{key}", record.get(key)))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if not _is_cell(item):
+            return report
+        if call.when == "call":
+            report.llem = getattr(item, "llem_report", None)  # type: ignore[attr-defined]
+            from pytest_llem.errors import CellError
+
+            if call.excinfo is not None and isinstance(call.excinfo.value, CellError) and call.excinfo.value.log_tail:
+                from pytest_llem.results.writer import scrub
+
+                report.sections.append(("Captured log of the cell's process (tail)", scrub(call.excinfo.value.log_tail)))
+        elif call.when == "setup" and report.skipped:
+            run = self.runs.get(item.study.path)  # type: ignore[attr-defined]
+            if run is not None:
+                reason = item.configuration.skip_reason or "skipped"  # type: ignore[attr-defined]
+                run.skip(self._ref(item), reason)  # type: ignore[arg-type]
+        return report
+
+    def pytest_sessionfinish(self) -> None:
+        for run in self.runs.values():
+            run.finish()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.runs:
+            return
+        from pytest_llem.report.terminal import render_study_table
+
+        for run in self.runs.values():
+            terminalreporter.write_sep("-", f"llem: {run.study.name}")
+            for line in render_study_table(run):
+                terminalreporter.write_line(line)

@@ -1,0 +1,108 @@
+"""Writing results safely: atomic files, contained directory names, no secrets.
+
+Every file is written to a temporary sibling and moved into place with ``os.replace``, so a
+reader (or a crash) never sees half a file. Directory names built from model names are
+sanitised and checked to stay inside the results directory. Values of secret-looking
+environment variables (tokens, keys, passwords) are replaced before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.study.ids import sanitise
+
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables whose names say they are secret (long enough to matter)."""
+    return sorted(
+        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}, key=len, reverse=True
+    )
+
+
+def scrub(data: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of ``data`` with every occurrence of a secret value replaced."""
+    secrets = secret_values() if secrets is None else secrets
+    if not secrets:
+        return data
+    if isinstance(data, str):
+        for secret in secrets:
+            data = data.replace(secret, REDACTED)
+        return data
+    if isinstance(data, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [scrub(v, secrets) for v in data]
+    return data
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(scrub(data), indent=2, sort_keys=False, default=str) + "\n")
+
+
+def utc_stamp(moment: datetime | None = None) -> str:
+    """``2026-05-07T14-32-08``: sortable, and valid in file names on every platform."""
+    return (moment or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H-%M-%S")
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+
+
+def contained(root: Path, name: str) -> Path:
+    """``root / name``, refusing any name that would leave ``root``."""
+    candidate = (root / name).resolve()
+    if candidate.parent != root.resolve() or name in ("", ".", ".."):
+        raise ValueError(f"refusing a results directory name that leaves {root}: {name!r}")
+    return candidate
+
+
+def study_dir_name(study_name: str, stamp: str) -> str:
+    return f"{sanitise(study_name)[:80]}_{stamp}"
+
+
+def cell_dir_name(position: int, cycle_name: str, model: str, engine: str, config_hash: str, width: int = 3) -> str:
+    """``001_c0_<model>-<engine>_<hash>``: sorts in run order; sibling cycles share the tail."""
+    model_part = sanitise(model.rstrip("/\\"))[-60:].strip("._-") or "model"
+    return f"{position:0{width}d}_{cycle_name}_{model_part}-{sanitise(engine)}_{config_hash}"
+
+
+def make_study_dir(results_root: Path, study_name: str, stamp: str) -> Path:
+    """Create the study's directory; a second run in the same second gets a suffix."""
+    results_root.mkdir(parents=True, exist_ok=True)
+    base = study_dir_name(study_name, stamp)
+    for attempt in range(1, 1000):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        path = contained(results_root, name)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a fresh study directory under {results_root}")

@@ -1,0 +1,215 @@
+"""The cell's timeline inside the child: load, warm up, measure, report.
+
+Nothing here knows pytest or YAML: it receives a validated experiment and returns plain
+figures. The order of events is the method (see ``shared/design/measurement.md``): the model is
+loaded outside the measured window; warm-up runs the very batches that will be measured until
+per-batch latency is stable; the window opens and closes on a synchronised device and holds
+nothing but inference, repeated in whole passes until it is long enough for the energy counter
+to be accurate.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.energy.protocol import EnergyReading
+from pytest_llem.engines.protocol import Decoding, Engine, LoadRequest
+from pytest_llem.study.schema import ExperimentConfig, WarmupConfig
+
+TIMESERIES_NAME = "timeseries.parquet"
+
+
+def warm_up(engine: Engine, batches: list[list[list[int]]], rule: WarmupConfig) -> dict[str, Any]:
+    """Run the measured batches until the latency of the last ``window`` is stable.
+
+    At least one batch of every distinct shape runs (so compilation, autotuning and graph
+    capture for the measured shapes happen here, not in the window), then batches continue in
+    measured order until the coefficient of variation of the last ``window`` latencies drops
+    below ``cv_threshold``, bounded by ``max_batches``.
+    """
+    latencies: list[float] = []
+    seen_shapes: set[tuple[int, int]] = set()
+    shapes = {(len(b), max(len(p) for p in b)) for b in batches}
+    stable = False
+    cv: float | None = None
+    index = 0
+    while len(latencies) < rule.max_batches:
+        batch = batches[index % len(batches)]
+        index += 1
+        latencies.append(engine.run_batch(batch).wall_time_s)
+        seen_shapes.add((len(batch), max(len(p) for p in batch)))
+        if len(latencies) >= rule.window:
+            recent = latencies[-rule.window :]
+            mean = statistics.fmean(recent)
+            cv = statistics.pstdev(recent) / mean if mean > 0 else 0.0
+            # Compare like with like: only judge stability once a full pass has been seen.
+            if len(latencies) >= rule.min_batches and seen_shapes >= shapes and cv < rule.cv_threshold:
+                stable = True
+                break
+    return {
+        "batches": len(latencies),
+        "latencies_s": latencies,
+        "stable": stable,
+        "final_cv": cv,
+        "rule": rule.model_dump(),
+    }
+
+
+def _software_versions() -> dict[str, str | None]:
+    from pytest_llem import __version__
+
+    versions: dict[str, str | None] = {"python": platform.python_version(), "pytest_llem": __version__}
+    for module in ("torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "zeus"):
+        mod = sys.modules.get(module)
+        versions[module] = getattr(mod, "__version__", None) if mod is not None else None
+    return versions
+
+
+def measure_cell(
+    config: ExperimentConfig,
+    *,
+    engine: Engine,
+    base_dir: Path,
+    cell_dir: Path,
+    phase: Callable[[str], None],
+) -> dict[str, Any]:
+    """Measure one cell with an engine already imported; return plain, JSON-ready figures."""
+    from pytest_llem.energy.select import open_meter
+    from pytest_llem.models.tiny import resolve_model
+    from pytest_llem.study.prompts import load_prompt_texts, tokenize_prompts
+
+    warnings: list[str] = []
+    phase("load")
+    load_started = time.perf_counter()
+    model_path = resolve_model(config.model)
+    from transformers import AutoTokenizer  # every engine shares one tokenisation: identical inputs
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    texts = config.prompts if config.prompts is not None else load_prompt_texts(
+        config.dataset.source, config.dataset.n_prompts, field=config.dataset.field, base_dir=base_dir
+    )
+    prompts = tokenize_prompts(tokenizer, list(texts), config.max_input_tokens)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    d = config.decoding
+    engine.load(
+        LoadRequest(
+            model=model_path,
+            precision=config.precision,
+            settings=getattr(config, config.engine).model_dump(mode="json"),
+            decoding=Decoding(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.seed),
+            max_output_tokens=config.max_output_tokens,
+            ignore_eos=config.ignore_eos,
+            eos_token_ids=(eos,) if eos is not None else (),
+            pad_token_id=pad,
+            device=config.measurement.device,
+        )
+    )
+    load_time_s = time.perf_counter() - load_started
+    gpus = engine.gpus
+    uuids = [g.uuid for g in gpus]
+    gpu_state_start: list[dict[str, Any]] = []
+    if gpus:
+        from pytest_llem.energy.nvml import describe_gpus
+
+        gpu_state_start = describe_gpus(uuids)
+    meter = open_meter(config.measurement.energy, uuids, [g.cuda_index for g in gpus])
+    sampler = None
+    if gpus and config.output.save_timeseries and meter.name != "none":
+        from pytest_llem.energy.sampler import TelemetrySampler
+
+        sampler = TelemetrySampler(uuids, interval_s=config.measurement.sample_interval_ms / 1000.0)
+    batches = engine.plan_batches(prompts)
+
+    phase("warmup")
+    warmup = warm_up(engine, batches, config.measurement.warmup)
+    if not warmup["stable"] and config.measurement.warmup.max_batches > 0:
+        warnings.append(
+            f"warm-up did not reach a stable latency (CV {warmup['final_cv']}) within {warmup['batches']} batches"
+        )
+
+    phase("measure")
+    output_tokens = 0
+    input_tokens = 0
+    passes = 0
+    batch_latencies: list[float] = []
+    per_request_tokens: list[int] = []
+    if sampler is not None:
+        sampler.start()
+    meter.start()
+    window_started = time.perf_counter()
+    while True:
+        for batch in batches:
+            result = engine.run_batch(batch)
+            batch_latencies.append(result.wall_time_s)
+            counts = [len(ids) for ids in result.output_token_ids]
+            per_request_tokens.extend(counts)
+            output_tokens += sum(counts)
+            input_tokens += sum(len(p) for p in batch)
+        passes += 1
+        elapsed = time.perf_counter() - window_started
+        if elapsed >= config.measurement.min_window_seconds or passes >= config.measurement.max_passes:
+            break
+    reading: EnergyReading = meter.stop()
+    window_s = time.perf_counter() - window_started
+    if sampler is not None:
+        sampler.stop()
+    meter.close()
+    phase("report")
+    if window_s < config.measurement.min_window_seconds:
+        warnings.append(
+            f"measured window {window_s:.2f} s is shorter than min_window_seconds"
+            f" {config.measurement.min_window_seconds:g} s (max_passes {config.measurement.max_passes} reached)"
+        )
+    timeseries: str | None = None
+    if sampler is not None:
+        sampler.write_parquet(cell_dir / TIMESERIES_NAME)
+        timeseries = TIMESERIES_NAME
+    gpu_state_end: list[dict[str, Any]] = []
+    if gpus:
+        from pytest_llem.energy.nvml import describe_gpus
+
+        gpu_state_end = describe_gpus(uuids)
+    warnings.extend(reading.details.get("warnings", []))
+    measurement = {
+        "engine": engine.name,
+        "engine_version": engine.version(),
+        "effective_settings": engine.effective_settings(),
+        "device": engine.device_description,
+        "gpus": [{"uuid": g.uuid, "name": g.name, "cuda_index": g.cuda_index} for g in gpus],
+        "gpu_state_start": gpu_state_start,
+        "gpu_state_end": gpu_state_end,
+        "model_path": model_path,
+        "parameter_count": engine.parameter_count(),
+        "n_prompts": len(prompts),
+        "input_tokens_per_pass": sum(len(p) for p in prompts),
+        "batches_per_pass": len(batches),
+        "load_time_s": load_time_s,
+        "warmup": warmup,
+        "window_s": window_s,
+        "passes": passes,
+        "output_tokens": output_tokens,
+        "input_tokens": input_tokens,
+        "requests": len(per_request_tokens),
+        "batch_latencies_s": batch_latencies,
+        "energy": {
+            "meter": reading.meter,
+            "total_j": reading.total_j,
+            "per_device_j": reading.per_device_j,
+            "unavailable_reason": reading.unavailable_reason,
+            "error_bound_j": reading.error_bound_j,
+            "window_s": reading.window_s,
+        },
+        "timeseries": timeseries,
+        "peak_memory_bytes": engine.peak_memory_bytes(),
+        "versions": _software_versions(),
+        "warnings": warnings,
+    }
+    engine.release()
+    return measurement
