@@ -28,32 +28,28 @@ TIMESERIES_NAME = "timeseries.parquet"
 def warm_up(engine: Engine, batches: list[list[list[int]]], rule: WarmupConfig) -> dict[str, Any]:
     """Run the measured batches until the latency of the last ``window`` is stable.
 
-    At least one batch of every distinct shape runs (so compilation, autotuning and graph
-    capture for the measured shapes happen here, not in the window), then batches continue in
-    measured order until the coefficient of variation of the last ``window`` latencies drops
-    below ``cv_threshold``, bounded by ``max_batches``.
+    The batches run in measured order, so warm-up sees the very shapes the window will see
+    (compilation, autotuning and graph capture for them happen here, not in the window). It
+    runs at least ``min_batches`` and one whole pass (unless ``max_batches`` comes first), then
+    stops once the coefficient of variation of the last ``window`` latencies is below
+    ``cv_threshold``; ``max_batches`` bounds it either way.
     """
     latencies: list[float] = []
-    seen_shapes: set[tuple[int, int]] = set()
-    shapes = {(len(b), max(len(p) for p in b)) for b in batches}
     stable = False
     cv: float | None = None
-    index = 0
+    floor = max(rule.min_batches, len(batches))
     while len(latencies) < rule.max_batches:
-        batch = batches[index % len(batches)]
-        index += 1
-        latencies.append(engine.run_batch(batch).wall_time_s)
-        seen_shapes.add((len(batch), max(len(p) for p in batch)))
+        latencies.append(engine.run_batch(batches[len(latencies) % len(batches)]).wall_time_s)
         if len(latencies) >= rule.window:
             recent = latencies[-rule.window :]
             mean = statistics.fmean(recent)
             cv = statistics.pstdev(recent) / mean if mean > 0 else 0.0
-            # Compare like with like: only judge stability once a full pass has been seen.
-            if len(latencies) >= rule.min_batches and seen_shapes >= shapes and cv < rule.cv_threshold:
+            if len(latencies) >= floor and cv < rule.cv_threshold:
                 stable = True
                 break
     return {
         "batches": len(latencies),
+        "full_pass": len(latencies) >= len(batches),
         "latencies_s": latencies,
         "stable": stable,
         "final_cv": cv,
@@ -130,8 +126,11 @@ def measure_cell(
     phase("warmup")
     warmup = warm_up(engine, batches, config.measurement.warmup)
     if not warmup["stable"] and config.measurement.warmup.max_batches > 0:
+        final_cv = "n/a" if warmup["final_cv"] is None else f"{warmup['final_cv']:.3f}"
         warnings.append(
-            f"warm-up did not reach a stable latency (CV {warmup['final_cv']}) within {warmup['batches']} batches"
+            f"warm-up stopped at measurement.warmup.max_batches ({warmup['batches']}) before latency was stable"
+            f" (CV {final_cv}, threshold {config.measurement.warmup.cv_threshold:g})"
+            + ("" if warmup["full_pass"] else "; not every measured batch shape was warmed up")
         )
 
     phase("measure")

@@ -103,7 +103,7 @@ class TensorrtConfig(_Strict):
 class WarmupConfig(_Strict):
     """Warm-up at the measured batch shapes until per-batch latency is stable."""
 
-    min_batches: int = Field(1, ge=0, description="At least this many batches (and one of each shape).")
+    min_batches: int = Field(1, ge=0, description="At least this many batches, and at least one whole pass.")
     max_batches: int = Field(20, ge=0, description="Stop warming up after this many batches, stable or not.")
     cv_threshold: float = Field(0.05, gt=0.0, description="Stable once the CV of the last `window` latencies is below this.")
     window: int = Field(3, ge=2)
