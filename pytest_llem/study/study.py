@@ -24,6 +24,7 @@ from pytest_llem.study.schema import (
     STUDY_ONLY_KEYS,
     ExecutionConfig,
     ExperimentConfig,
+    StudyDocument,
 )
 from pytest_llem.study.sweep import (
     Override,
@@ -143,6 +144,12 @@ def _config_id(
     return ids.join_pieces(pieces)
 
 
+def _line_key(problem: str, path: Path) -> int:
+    """Problems are listed in file order: the line after ``file:`` (0 when there is none)."""
+    head = problem[len(str(path)) + 1 :].split(":", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def load_study(path: str | Path) -> Study:
     """Load, expand and validate a study file; raise :class:`StudyError` listing every problem."""
     path = Path(path)
@@ -177,9 +184,11 @@ def load_study(path: str | Path) -> Study:
                 (("sweep", dimension.name), f"sweep.{dimension.name}: applies to {dimension.scope} cells, but the study has no {dimension.scope} cells (engine: {', '.join(engines) or 'none'})")
             )
 
-    explicit = parse_experiments(data.get("experiments"), engines, problems)
+    # With no valid engine (already reported), still validate the other fields: every problem at once.
+    cell_engines = engines or [ENGINES[0]]
+    explicit = parse_experiments(data.get("experiments"), cell_engines, problems)
     swept = bool(dimensions) or engine_axis is not None
-    raw_cells = expand_sweep(engines, dimensions) if (swept or not explicit) else []
+    raw_cells = expand_sweep(cell_engines, dimensions) if (swept or not explicit) else []
     raw_cells += explicit
 
     configurations: list[Configuration] = []
@@ -195,12 +204,18 @@ def load_study(path: str | Path) -> Study:
             combos = [e for e in exc.errors(include_url=False) if e["type"] == INVALID_COMBINATION]
             others = [e for e in exc.errors(include_url=False) if e["type"] != INVALID_COMBINATION]
             for error in others:
-                source = _source_of(tuple(error["loc"]), cell.overrides)
-                origin = source if source is not None else (cell.origin + tuple(error["loc"]) if cell.source == "experiments" else None)
-                formatted.append(format_error(error, file=path, lines=lines, root_model=ExperimentConfig, source_path=origin))
+                loc = tuple(error["loc"])
+                origin = _source_of(loc, cell.overrides)
+                if origin is None and cell.source == "experiments" and lines.exact(cell.origin + loc) is not None:
+                    origin = cell.origin + loc
+                # Otherwise the value is a shared field, written at the top level next to the study keys.
+                root = ExperimentConfig if origin is not None else StudyDocument
+                formatted.append(format_error(error, file=path, lines=lines, root_model=root, source_path=origin))
             if not others:
                 skip_reason = "; ".join(e["msg"] for e in combos)
-        lookup = _flat_lookup(config.model_dump(mode="json") if config is not None else merged)
+        # A cell that failed validation (e.g. a skipped combination) still has every field: defaults under its values.
+        resolved = config if config is not None else ExperimentConfig.model_construct()
+        lookup = _flat_lookup(resolved.model_dump(mode="json") if config is not None else deep_merge(resolved.model_dump(mode="json"), merged))
         if template:
             missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
             for field_name in missing:
@@ -208,7 +223,7 @@ def load_study(path: str | Path) -> Study:
             if missing:
                 template = None
         config_id = _config_id(cell, engines, template, lookup, str(merged.get("model", "model")))
-        first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or ("sweep",) if swept else ())
+        first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or (("sweep",) if swept else ()))
         configurations.append(
             Configuration(
                 index=index,
@@ -239,7 +254,7 @@ def load_study(path: str | Path) -> Study:
 
     formatted = [located(where, message) for where, message in problems] + formatted
     if formatted:
-        raise StudyError(str(path), list(dict.fromkeys(formatted)))
+        raise StudyError(str(path), sorted(dict.fromkeys(formatted), key=lambda p: _line_key(p, path)))
     if configurations and not any(c.runnable for c in configurations):
         reasons = sorted({c.skip_reason or "" for c in configurations})
         raise StudyError(str(path), [f"{path}: every cell of the study is an invalid combination: " + " | ".join(reasons)])

@@ -1,0 +1,88 @@
+"""A stand-in for the ``transformers`` package, for tests of the cell's process isolation.
+
+Put its parent directory first on PYTHONPATH and the cell's child imports this instead of
+the real library. Behaviour is chosen by the model name, so one study can mix healthy and
+broken cells:
+
+* ``stub-ok``: generates ``max_new_tokens`` tokens of id 7 per row, quickly;
+* ``stub-segfault``: the process dies of SIGSEGV while loading the model;
+* ``stub-exit``: the process calls ``os._exit(7)`` while loading the model;
+* ``stub-hang``: loading never finishes;
+* ``stub-raise``: loading raises ``RuntimeError``;
+* ``stub-oom``: loading raises ``torch.OutOfMemoryError`` as CUDA would.
+
+``LLEM_STUB_IMPORT=exit`` makes the import itself kill the process (a child dying during
+start-up); ``LLEM_STUB_IMPORT=hang`` makes it stall there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+__version__ = "5.0.0+stub"
+
+_on_import = os.environ.get("LLEM_STUB_IMPORT")
+if _on_import == "exit":
+    os._exit(3)
+if _on_import == "hang":
+    time.sleep(3600)
+
+
+class GenerationConfig(SimpleNamespace):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("do_sample", False)
+        super().__init__(**kwargs)
+
+
+class _Tokenizer:
+    eos_token_id = 1
+    pad_token_id = 0
+    bos_token_id = None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [3 + (b % 250) for b in text.encode("utf-8")]
+
+
+class AutoTokenizer:
+    @staticmethod
+    def from_pretrained(name: str, **kwargs: Any) -> _Tokenizer:
+        return _Tokenizer()
+
+
+class _Model(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+        self.config = SimpleNamespace(_attn_implementation="stub")
+        self.generation_config = GenerationConfig()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj.weight.dtype
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config: Any) -> torch.Tensor:
+        new = torch.full((input_ids.shape[0], generation_config.max_new_tokens), 7, dtype=input_ids.dtype)
+        time.sleep(0.002)
+        return torch.cat([input_ids, new], dim=1)
+
+
+class AutoModelForCausalLM:
+    @staticmethod
+    def from_pretrained(name: str, **kwargs: Any) -> _Model:
+        if name == "stub-segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if name == "stub-exit":
+            os._exit(7)
+        if name == "stub-hang":
+            time.sleep(3600)
+        if name == "stub-raise":
+            raise RuntimeError("stub model refuses to load")
+        if name == "stub-oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return _Model()

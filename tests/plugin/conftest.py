@@ -1,0 +1,37 @@
+"""Helpers for testing the plugin as pytest plugins are tested: with ``pytester``."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+STUB_DIR = Path(__file__).resolve().parents[1] / "fakes" / "transformers_stub"
+
+#: A cheap stub-engine study: 4 prompts of a few tokens, no measured-window minimum.
+STUB_STUDY = """
+model: stub-ok
+precision: fp32
+dataset: {n_prompts: 4}
+max_output_tokens: 4
+measurement:
+  min_window_seconds: 0
+  warmup: {max_batches: 2}
+transformers: {batch_size: 2}
+"""
+
+
+def write_study(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def stub_transformers(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Cell children import the stub ``transformers`` (a fake at the import boundary)."""
+    existing = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(STUB_DIR) + (os.pathsep + existing if existing else ""))
+    return STUB_DIR

@@ -1,0 +1,109 @@
+"""Each cell runs in its own process: a crash, a hang or an exception fails that cell only.
+
+The cells import a stub ``transformers`` (a fake at the heavy-dependency boundary, chosen by
+model name) so that a segfault, a hang or a death during start-up can be provoked for real in
+the child process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.plugin.conftest import STUB_STUDY, write_study
+
+
+def manifest_of(root: Path) -> dict:
+    (study_dir,) = [p for p in (root / "results").iterdir() if p.is_dir()]
+    return json.loads((study_dir / "manifest.json").read_text())
+
+
+def test_a_crashing_cell_fails_alone_and_the_session_goes_on(
+    pytester: pytest.Pytester, stub_transformers: Path
+) -> None:
+    write_study(
+        pytester.path,
+        "crash.llem.yaml",
+        STUB_STUDY + "sweep:\n  model: [stub-ok, stub-segfault, stub-raise, stub-exit, stub-oom]\nexecution: {n_cycles: 1}\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=4)
+    out = result.stdout.str()
+    assert "CellCrashed: the child process killed by signal SIGSEGV during load" in out
+    assert "CellCrashed: RuntimeError: stub model refuses to load" in out
+    assert "--- traceback in the cell's process ---" in out
+    assert "CellCrashed: the child process exited with code 7 during load" in out
+    assert "OutOfMemoryError: CUDA out of memory" in out
+    assert "Captured log of the cell's process (tail)" in out
+    statuses = {e["config_id"]: e["status"] for e in manifest_of(pytester.path)["experiments"]}
+    assert statuses == {
+        "stub-ok": "completed",
+        "stub-segfault": "failed",
+        "stub-raise": "failed",
+        "stub-exit": "failed",
+        "stub-oom": "failed",
+    }
+    manifest = manifest_of(pytester.path)
+    assert manifest["summary"]["completed"] == 1 and manifest["summary"]["failed"] == 4
+    assert manifest["end_time"] is not None
+
+
+def test_a_hanging_cell_is_killed_at_its_timeout(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    write_study(
+        pytester.path,
+        "hang.llem.yaml",
+        STUB_STUDY + "sweep:\n  model: [stub-hang, stub-ok]\nexecution: {n_cycles: 1, experiment_timeout_seconds: 4}\n",
+    )
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert time.monotonic() - started < 120
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*CellTimeout: the cell ran past its time limit of 4 s (last phase: load)*"])
+    statuses = [e["status"] for e in manifest_of(pytester.path)["experiments"]]
+    assert statuses == ["failed", "completed"]
+
+
+def test_the_command_line_timeout_overrides_the_study(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    write_study(pytester.path, "hang.llem.yaml", STUB_STUDY.replace("stub-ok", "stub-hang") + "execution: {n_cycles: 1}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llem-timeout", "3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*time limit of 3 s*"])
+
+
+def test_a_child_dying_during_startup_fails_fast(
+    pytester: pytest.Pytester, stub_transformers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLEM_STUB_IMPORT", "exit")
+    write_study(pytester.path, "dies.llem.yaml", STUB_STUDY + "execution: {n_cycles: 2, startup_timeout_seconds: 600}\n")
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*CellStartupFailed: the child process exited with code 3 during start-up*"])
+    assert elapsed < 120, "a dead child must be noticed at once, not at the 600 s start-up limit"
+
+
+def test_a_child_stalling_during_startup_hits_the_startup_limit(
+    pytester: pytest.Pytester, stub_transformers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLEM_STUB_IMPORT", "hang")
+    write_study(pytester.path, "stall.llem.yaml", STUB_STUDY + "execution: {n_cycles: 1, startup_timeout_seconds: 3}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CellStartupFailed: the child did not finish start-up*within 3 s*"])
+
+
+def test_last_failed_reruns_only_the_failed_cell(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    write_study(
+        pytester.path,
+        "lf.llem.yaml",
+        STUB_STUDY + "sweep:\n  model: [stub-ok, stub-raise]\nexecution: {n_cycles: 1}\n",
+    )
+    first = pytester.runpytest_subprocess()
+    first.assert_outcomes(passed=1, failed=1)
+    second = pytester.runpytest_subprocess("--lf")
+    second.assert_outcomes(failed=1, deselected=1)
+    second.stdout.fnmatch_lines(["*lf.llem.yaml::stub-raise::c0*"])
