@@ -63,16 +63,14 @@ class CellItem(pytest.Function):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.study.path, self.configuration.line - 1, f"{self.configuration.config_id} cycle {self.cycle}"
 
-    def repr_failure(  # type: ignore[override]
-        self, excinfo: ExceptionInfo[BaseException], style: Any = None
-    ) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         exc = excinfo.value
         if isinstance(exc, CellError):
             parts = [f"{type(exc).__name__}: {exc}"]
             if exc.child_traceback:
                 parts.append("--- traceback in the cell's process ---\n" + exc.child_traceback.rstrip())
             return "\n".join(parts)
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo)
 
     def _traceback_filter(self, excinfo: ExceptionInfo[BaseException]) -> Any:
         return excinfo.traceback
@@ -109,12 +107,10 @@ class StudyFile(pytest.File):
             collector.configuration = configuration
             yield collector
 
-    def repr_failure(  # type: ignore[override]
-        self, excinfo: ExceptionInfo[BaseException], style: Any = None
-    ) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         if isinstance(excinfo.value, StudyError):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo)
 
 
 def is_study_file(path: Path) -> bool:

@@ -60,7 +60,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 @pytest.fixture
 def llem_run_cell(request: pytest.FixtureRequest) -> Callable[[], None]:
     """Runs the requesting cell in its own process; override in a conftest to wrap it."""
-    session: LlemSession = request.config.pluginmanager.get_plugin(SESSION_PLUGIN_NAME)
+    session: LlemSession = request.config.pluginmanager.getplugin(SESSION_PLUGIN_NAME)
     node = request.node
     return lambda: session.run_cell(node)
 
@@ -107,10 +107,12 @@ class LlemSession:
         from pytest_llem.execution import CellRef, StudyRun
         from pytest_llem.results.writer import utc_stamp
 
+        from pytest_llem.nodes import CellItem
+
         by_study: dict[Path, list[CellItem]] = {}
         for item in session.items:
-            if _is_cell(item):
-                by_study.setdefault(item.study.path, []).append(item)  # type: ignore[attr-defined]
+            if isinstance(item, CellItem):
+                by_study.setdefault(item.study.path, []).append(item)
         if not by_study:
             return
         self.stamp = self.stamp or utc_stamp()

@@ -44,9 +44,11 @@ class LineMap:
 def _walk(node: yaml.Node, path: Path_, lines: LineMap) -> None:
     lines.add(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
+        # Keys written in the mapping first: they override merged keys, so their lines win.
+        pairs = sorted(node.value, key=lambda pair: pair[0].tag == "tag:yaml.org,2002:merge")
+        for key_node, value_node in pairs:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                # Keys merged from an anchor are attributed to the anchor's lines.
+                # Keys merged from an anchor (and not written here) are attributed to the anchor's lines.
                 merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for source in merged:
                     _walk(source, path, lines)

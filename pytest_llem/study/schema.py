@@ -217,7 +217,7 @@ class StudyDocument(ExperimentConfig):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="after")
-    def _combinations(self) -> StudyDocument:  # type: ignore[override]
+    def _combinations(self) -> StudyDocument:
         return self  # combinations are judged per cell, after the sweep is expanded
 
 

@@ -213,9 +213,10 @@ def load_study(path: str | Path) -> Study:
                 formatted.append(format_error(error, file=path, lines=lines, root_model=root, source_path=origin))
             if not others:
                 skip_reason = "; ".join(e["msg"] for e in combos)
-        # A cell that failed validation (e.g. a skipped combination) still has every field: defaults under its values.
-        resolved = config if config is not None else ExperimentConfig.model_construct()
-        lookup = _flat_lookup(resolved.model_dump(mode="json") if config is not None else deep_merge(resolved.model_dump(mode="json"), merged))
+        if config is not None:
+            lookup = _flat_lookup(config.model_dump(mode="json"))
+        else:  # a skipped cell: its values over the defaults, so an id template still finds every field
+            lookup = _flat_lookup(deep_merge(ExperimentConfig.model_validate({}).model_dump(mode="json"), merged))
         if template:
             missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
             for field_name in missing:
