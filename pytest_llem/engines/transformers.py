@@ -1,0 +1,321 @@
+"""The Hugging Face transformers engine: ``AutoModelForCausalLM.generate`` on given token ids.
+
+Runs on one device: the first visible CUDA device when there is one (the cell's child process
+sees only its own GPU), else the CPU. Batches are left-padded, as decoder-only generation needs,
+and the padding is built here from the token ids the measurement loop hands over, so the
+tokenizer never re-tokenises or truncates anything.
+
+Generation settings are written into ``model.generation_config`` itself rather than passed per
+call: since transformers 4.5x, ``generate`` fills every unset field of a passed config from the
+model's own config, which would bring back a checkpoint's EOS id under ``ignore_eos`` or its
+sampling defaults (``do_sample=True, temperature=0.6``) under greedy decoding.
+
+``ignore_eos`` is implemented by setting ``eos_token_id=None``: generation then knows no EOS and
+always runs ``max_new_tokens`` steps, while the model stays free to emit the EOS token as an
+ordinary token, which is what vLLM's ``ignore_eos`` does. The alternative,
+``min_new_tokens=max_new_tokens``, would mask the EOS logit and so change the tokens produced.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
+from pytest_llem.errors import EngineUnavailable, LlemError
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "batch_size": 1,
+    "attn_implementation": None,  # None: transformers' own choice (usually "sdpa")
+    "use_cache": True,
+    "torch_compile": False,
+}
+
+
+@dataclass(frozen=True)
+class TransformersSettings:
+    """The engine's section of a study, with defaults applied."""
+
+    batch_size: int = 1
+    attn_implementation: str | None = None
+    use_cache: bool = True
+    torch_compile: bool = False
+
+    @classmethod
+    def from_mapping(cls, settings: dict[str, Any]) -> TransformersSettings:
+        """Validate here too: the engine must not run with a setting it silently ignored."""
+        unknown = sorted(set(settings) - set(SETTINGS_DEFAULTS))
+        if unknown:
+            known = ", ".join(SETTINGS_DEFAULTS)
+            raise LlemError(f"unknown transformers setting(s) {unknown}; known: {known}")
+        merged = {**SETTINGS_DEFAULTS, **settings}
+        batch_size = merged["batch_size"]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise LlemError(f"transformers batch_size must be a positive integer, got {batch_size!r}")
+        attn = merged["attn_implementation"]
+        if attn is not None and not isinstance(attn, str):
+            raise LlemError(f"transformers attn_implementation must be a string, got {attn!r}")
+        for key in ("use_cache", "torch_compile"):
+            if not isinstance(merged[key], bool):
+                raise LlemError(f"transformers {key} must be true or false, got {merged[key]!r}")
+        return cls(batch_size, attn, merged["use_cache"], merged["torch_compile"])
+
+
+class TransformersEngine:
+    """:class:`~pytest_llem.engines.protocol.Engine` over transformers' ``generate``."""
+
+    name = "transformers"
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._request: LoadRequest | None = None
+        self._settings = TransformersSettings()
+        self._device = torch.device("cpu")
+        self._pad_id = 0
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, request: LoadRequest) -> None:
+        """Load the model in the requested precision onto the chosen device, in eval mode."""
+        if request.precision not in _DTYPES:
+            raise LlemError(f"precision must be one of {sorted(_DTYPES)}, got {request.precision!r}")
+        if request.max_output_tokens < 1:
+            raise LlemError(f"max_output_tokens must be at least 1, got {request.max_output_tokens}")
+        settings = TransformersSettings.from_mapping(dict(request.settings))
+        device = _pick_device(request.device)
+        kwargs: dict[str, Any] = {_dtype_keyword(): _DTYPES[request.precision]}
+        if settings.attn_implementation is not None:
+            kwargs["attn_implementation"] = settings.attn_implementation
+        model: Any = AutoModelForCausalLM.from_pretrained(request.model, **kwargs)
+        model.to(device)
+        model.eval()
+        # Left padding needs a pad id; any id will do, since the attention mask hides it.
+        pad_id = request.pad_token_id
+        if pad_id is None:
+            pad_id = request.eos_token_ids[0] if request.eos_token_ids else 0
+        model.generation_config = _generation_config(request, settings, pad_id)
+        if settings.torch_compile:
+            # Compile forward, not the module: generate() on an OptimizedModule would run the
+            # original module's uncompiled forward.
+            model.forward = torch.compile(model.forward)
+        self._model = model
+        self._request = request
+        self._settings = settings
+        self._device = device
+        self._pad_id = pad_id
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+
+    # -- what the loop asks about ------------------------------------------------------------
+
+    @property
+    def gpus(self) -> list[GpuRef]:
+        """The one GPU the model sits on, by NVML-style UUID; empty on the CPU or before load."""
+        if self._model is None or self._device.type != "cuda":
+            return []
+        index = _cuda_index(self._device)
+        props = torch.cuda.get_device_properties(index)
+        return [GpuRef(uuid=_nvml_uuid(props.uuid), name=str(props.name), cuda_index=index)]
+
+    @property
+    def device_description(self) -> str:
+        """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``."""
+        if self._device.type == "cuda":
+            index = _cuda_index(self._device)
+            return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return str(self._device)
+
+    def parameter_count(self) -> int:
+        """Parameters counted once each (tied embeddings are one tensor)."""
+        return int(sum(p.numel() for p in self._loaded().parameters()))
+
+    def plan_batches(self, prompts: list[list[int]]) -> list[list[list[int]]]:
+        """Consecutive chunks of ``batch_size`` in the given order; the last may be smaller."""
+        size = self._settings.batch_size
+        return [prompts[start : start + size] for start in range(0, len(prompts), size)]
+
+    def run_batch(self, batch: list[list[int]]) -> BatchResult:
+        """Generate for one left-padded batch; the timer spans a synchronised ``generate``.
+
+        Every request of a batch finishes when the batch does, so each request's end-to-end
+        time is the batch's wall time.
+        """
+        model = self._loaded()
+        request = self._request
+        assert request is not None
+        if not batch or any(len(ids) == 0 for ids in batch):
+            raise LlemError("run_batch needs a non-empty batch of non-empty prompts")
+        input_ids, attention_mask = _left_pad(batch, self._pad_id, self._device)
+        torch.manual_seed(request.decoding.seed)  # sampling is reproducible batch by batch
+        self._synchronize()
+        start = time.perf_counter()
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=model.generation_config,
+        )
+        self._synchronize()
+        wall = time.perf_counter() - start
+        generated = output[:, input_ids.shape[1] :].tolist()
+        counted = [count_output_tokens(row, request.eos_token_ids, request.ignore_eos) for row in generated]
+        return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+
+    def version(self) -> str | None:
+        """The installed transformers version."""
+        return str(transformers.__version__)
+
+    def effective_settings(self) -> dict[str, Any]:
+        """Settings in force after load, read back from the model where it can tell."""
+        model = self._loaded()
+        request = self._request
+        assert request is not None
+        config = model.generation_config
+        return {
+            "batch_size": self._settings.batch_size,
+            "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "attn_implementation_requested": self._settings.attn_implementation,
+            "use_cache": self._settings.use_cache,
+            "torch_compile": self._settings.torch_compile,
+            "dtype": str(model.dtype),
+            "device": self.device_description,
+            "torch_version": str(torch.__version__),
+            "transformers_version": str(transformers.__version__),
+            "padding_side": "left",
+            "generation": {
+                "do_sample": bool(config.do_sample),
+                "temperature": config.temperature if config.do_sample else None,
+                "top_p": config.top_p if config.do_sample else None,
+                "top_k": config.top_k if config.do_sample else None,
+                "repetition_penalty": config.repetition_penalty,
+                "max_new_tokens": config.max_new_tokens,
+                "seed": request.decoding.seed,
+                "pad_token_id": self._pad_id,
+                "eos_token_id": config.eos_token_id,
+                "eos_handling": (
+                    "ignore_eos: eos_token_id=None, every request runs max_new_tokens steps"
+                    if request.ignore_eos
+                    else "stop at the first EOS; counted up to and including it"
+                ),
+            },
+        }
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak CUDA memory allocated since the end of load (weights included); None on CPU."""
+        if self._device.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(self._device))
+
+    def release(self) -> None:
+        """Drop the model and give cached device memory back."""
+        self._model = None
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            raise LlemError("the transformers engine has no model loaded; call load() first")
+        return self._model
+
+    def _synchronize(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+
+def _generation_config(request: LoadRequest, settings: TransformersSettings, pad_id: int) -> Any:
+    """A complete config, so nothing falls back to the checkpoint's generation defaults.
+
+    Greedy leaves temperature/top_p/top_k unset (transformers warns about sampling knobs that
+    greedy ignores); sampling sets them all, and ``top_k=None`` becomes 0 (no top-k), because an
+    unset top_k would silently become transformers' default of 50.
+    """
+    decoding = request.decoding
+    eos: list[int] | None = None
+    if not request.ignore_eos and request.eos_token_ids:
+        eos = list(request.eos_token_ids)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": request.max_output_tokens,
+        "num_beams": 1,
+        "use_cache": settings.use_cache,
+        "repetition_penalty": decoding.repetition_penalty,
+        "pad_token_id": pad_id,
+        "eos_token_id": eos,
+        "bos_token_id": None,
+    }
+    if decoding.temperature > 0:
+        kwargs.update(
+            do_sample=True,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            top_k=decoding.top_k if decoding.top_k is not None else 0,
+        )
+    else:
+        kwargs["do_sample"] = False
+    config_class: Any = GenerationConfig  # typed in some transformers releases, not in others
+    return config_class(**kwargs)
+
+
+def _left_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask, padded on the left to the longest prompt."""
+    width = max(len(ids) for ids in batch)
+    ids = [[pad_id] * (width - len(row)) + list(row) for row in batch]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in batch]
+    return (
+        torch.tensor(ids, dtype=torch.long, device=device),
+        torch.tensor(mask, dtype=torch.long, device=device),
+    )
+
+
+def _pick_device(requested: str) -> torch.device:
+    """``auto``: first visible CUDA device, else CPU. Asking for CUDA without one is an error,
+    since measuring GPU energy while inference silently ran on the CPU is worse than failing."""
+    if requested == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda" or requested.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise EngineUnavailable(
+                f"device {requested!r} was asked for, but torch {torch.__version__} sees no CUDA device"
+            )
+        device = torch.device("cuda:0" if requested == "cuda" else requested)
+        if _cuda_index(device) >= torch.cuda.device_count():
+            raise EngineUnavailable(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return device
+    raise LlemError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else 0
+
+
+def _nvml_uuid(raw: Any) -> str:
+    """NVML names GPUs ``GPU-<uuid>`` (MIG slices ``MIG-<uuid>``); torch gives the bare UUID."""
+    text = str(raw)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` from transformers 4.56 on (``torch_dtype`` warns there), ``torch_dtype`` before.
+
+    Decided by version rather than by trying: older versions hand an unknown ``dtype`` keyword
+    on to the model constructor, which would fail only after the checkpoint was read.
+    """
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56.0") else "torch_dtype"

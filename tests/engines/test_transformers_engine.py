@@ -1,0 +1,298 @@
+"""The transformers engine, run for real on the embedded llem-tiny model on the CPU.
+
+The checks that matter for the figures: batching with left padding changes no token, pads and
+tokens after EOS are never counted, and ``ignore_eos`` really runs every request to full length
+even when the model emits its own EOS token.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from pytest_llem.engines.protocol import Decoding, LoadRequest, count_output_tokens
+from pytest_llem.engines.registry import create_engine
+from pytest_llem.engines.transformers import TransformersEngine
+from pytest_llem.errors import EngineUnavailable, LlemError
+from pytest_llem.models.tiny import read_stamp, resolve_model
+
+EOS = 1  # the byte tokenizer's EOS
+PAD = 0
+
+# Prompts of different lengths, so a batch needs real left padding.
+PROMPTS = [
+    [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100],
+    [87, 104, 121],
+    [69, 120, 112, 108, 97, 105, 110, 32, 114, 101, 99, 117, 114, 115, 105, 111, 110, 46, 32, 80],
+    [65],
+    [84, 101, 108, 108, 32, 109, 101, 32, 97],
+]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLEM_CACHE_DIR", str(tmp_path_factory.mktemp("llem-cache")))
+        yield resolve_model("llem-tiny")
+
+
+def request_for(model: str, **overrides: Any) -> LoadRequest:
+    values: dict[str, Any] = {
+        "model": model,
+        "precision": "fp32",
+        "settings": {"batch_size": 1},
+        "decoding": Decoding(),
+        "max_output_tokens": 16,
+        "ignore_eos": True,
+        "eos_token_ids": (EOS,),
+        "pad_token_id": PAD,
+        "device": "cpu",
+    }
+    values.update(overrides)
+    return LoadRequest(**values)
+
+
+def loaded(model: str, **overrides: Any) -> TransformersEngine:
+    engine = TransformersEngine()
+    engine.load(request_for(model, **overrides))
+    return engine
+
+
+def run_all(engine: TransformersEngine, prompts: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for batch in engine.plan_batches(prompts):
+        out.extend(engine.run_batch(batch).output_token_ids)
+    return out
+
+
+@pytest.fixture(scope="module")
+def greedy_alone(model_path: str) -> list[list[int]]:
+    """Each prompt generated on its own (no padding at all), the reference for parity."""
+    return run_all(loaded(model_path, max_output_tokens=24), PROMPTS)
+
+
+# -- count_output_tokens (the contract the engine relies on) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("generated", "eos", "ignore_eos", "expected"),
+    [
+        ([5, 6, 1, 0, 0], (1,), False, [5, 6, 1]),
+        ([5, 1, 6, 1, 7], (1,), False, [5, 1]),
+        ([1, 0, 0], (1,), False, [1]),
+        ([5, 6, 7], (1,), False, [5, 6, 7]),
+        ([5, 9, 6, 1], (1, 9), False, [5, 9]),
+        ([5, 1, 0, 0], (1,), True, [5, 1, 0, 0]),
+        ([5, 6], (), False, [5, 6]),
+    ],
+)
+def test_count_output_tokens(generated: list[int], eos: tuple[int, ...], ignore_eos: bool, expected: list[int]) -> None:
+    assert count_output_tokens(generated, eos, ignore_eos) == expected
+
+
+# -- generation ------------------------------------------------------------------------------
+
+
+def test_batched_left_padded_generation_matches_running_alone(
+    model_path: str, greedy_alone: list[list[int]]
+) -> None:
+    engine = loaded(model_path, max_output_tokens=24, settings={"batch_size": len(PROMPTS)})
+    batched = run_all(engine, PROMPTS)
+    assert batched == greedy_alone
+    # not vacuous: the random model produces varied text, different per prompt
+    assert all(len(set(row)) > 4 for row in greedy_alone)
+    assert len({tuple(row) for row in greedy_alone}) == len(PROMPTS)
+
+
+def test_uneven_batches_keep_order_and_tokens(model_path: str, greedy_alone: list[list[int]]) -> None:
+    engine = loaded(model_path, max_output_tokens=24, settings={"batch_size": 2})
+    assert [len(b) for b in engine.plan_batches(PROMPTS)] == [2, 2, 1]
+    assert engine.plan_batches(PROMPTS)[0] == PROMPTS[:2]
+    assert run_all(engine, PROMPTS) == greedy_alone
+
+
+def test_ignore_eos_runs_to_full_length_even_when_the_model_emits_eos(
+    model_path: str, greedy_alone: list[list[int]], tmp_path: Path
+) -> None:
+    """Declare as EOS a token the model is known to emit early, in the request *and* in the
+    checkpoint's own config files, so no transformers fallback could bring it back."""
+    emitted = greedy_alone[0][2]
+    patched = tmp_path / "model"
+    shutil.copytree(model_path, patched)
+    for name in ("config.json", "generation_config.json"):
+        config = json.loads((patched / name).read_text())
+        config["eos_token_id"] = emitted
+        (patched / name).write_text(json.dumps(config))
+    engine = loaded(
+        str(patched), max_output_tokens=24, settings={"batch_size": len(PROMPTS)}, eos_token_ids=(emitted,)
+    )
+    result = engine.run_batch(PROMPTS)
+    assert [len(row) for row in result.output_token_ids] == [24] * len(PROMPTS)
+    assert result.output_token_ids == greedy_alone
+    assert result.output_token_ids[0][2] == emitted  # it was emitted, and generation went on
+    assert engine.effective_settings()["generation"]["eos_token_id"] is None
+
+
+def test_without_ignore_eos_counting_stops_at_the_first_eos(
+    model_path: str, greedy_alone: list[list[int]]
+) -> None:
+    """Row 0 meets its EOS early; the others run on, so row 0 is padded in the raw output."""
+    emitted = greedy_alone[0][2]
+    assert emitted not in greedy_alone[0][:2]
+    engine = loaded(
+        model_path,
+        max_output_tokens=24,
+        settings={"batch_size": len(PROMPTS)},
+        ignore_eos=False,
+        eos_token_ids=(emitted,),
+    )
+    batched = engine.run_batch(PROMPTS).output_token_ids
+    assert batched[0] == greedy_alone[0][:3]  # up to and including EOS, no pads after it
+    for row, reference in zip(batched, greedy_alone):
+        expected = count_output_tokens(reference, (emitted,), ignore_eos=False)
+        assert row == expected
+        assert emitted not in row[:-1]  # nothing counted after an EOS
+    assert any(len(row) == 24 for row in batched)  # the batch itself ran on past row 0's EOS
+    # the same request alone stops there too
+    alone = loaded(model_path, max_output_tokens=24, ignore_eos=False, eos_token_ids=(emitted,))
+    assert alone.run_batch([PROMPTS[0]]).output_token_ids == [greedy_alone[0][:3]]
+
+
+def test_sampling_is_reproducible_per_seed(model_path: str) -> None:
+    decoding = Decoding(temperature=0.9, top_p=0.95, top_k=None, seed=7)
+    engine = loaded(model_path, decoding=decoding, settings={"batch_size": 3})
+    first = engine.run_batch(PROMPTS[:3]).output_token_ids
+    assert engine.run_batch(PROMPTS[:3]).output_token_ids == first
+    other = loaded(model_path, decoding=Decoding(temperature=0.9, top_p=0.95, seed=8), settings={"batch_size": 3})
+    assert other.run_batch(PROMPTS[:3]).output_token_ids != first
+    generation = engine.effective_settings()["generation"]
+    assert generation["do_sample"] is True
+    assert generation["top_k"] == 0  # "no top-k", not transformers' silent default of 50
+    assert generation["temperature"] == 0.9
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_cpu(model_path: str, precision: str) -> None:
+    engine = loaded(model_path, precision=precision, settings={"batch_size": 3}, max_output_tokens=8)
+    result = engine.run_batch(PROMPTS[:3])
+    assert [len(row) for row in result.output_token_ids] == [8, 8, 8]
+    expected = {"bf16": "torch.bfloat16", "fp16": "torch.float16"}[precision]
+    assert engine.effective_settings()["dtype"] == expected
+
+
+def test_result_timing_and_shapes(model_path: str) -> None:
+    engine = loaded(model_path, settings={"batch_size": 4}, max_output_tokens=4)
+    result = engine.run_batch(PROMPTS[:4])
+    assert result.wall_time_s > 0
+    assert result.per_request_time_s == [result.wall_time_s] * 4
+    assert all(isinstance(t, int) for row in result.output_token_ids for t in row)
+
+
+# -- what the engine reports -----------------------------------------------------------------
+
+
+def test_reports_after_load(model_path: str) -> None:
+    engine = loaded(model_path, settings={"batch_size": 2, "attn_implementation": "eager"})
+    assert engine.name == "transformers"
+    assert engine.gpus == []
+    assert engine.device_description == "cpu"
+    assert engine.peak_memory_bytes() is None
+    stamp = read_stamp(Path(model_path))
+    assert stamp is not None
+    assert engine.parameter_count() == stamp["parameter_count"]
+    import transformers
+
+    assert engine.version() == transformers.__version__
+    settings = engine.effective_settings()
+    assert settings["batch_size"] == 2
+    assert settings["attn_implementation"] == "eager"
+    assert settings["use_cache"] is True
+    assert settings["torch_compile"] is False
+    assert settings["dtype"] == "torch.float32"
+    assert settings["device"] == "cpu"
+    assert settings["torch_version"] == torch.__version__
+    generation = settings["generation"]
+    assert generation["do_sample"] is False
+    assert generation["max_new_tokens"] == 16
+    assert generation["temperature"] is None and generation["top_k"] is None
+    json.dumps(settings)  # goes into effective_config.json as is
+
+
+def test_release_frees_the_model(model_path: str) -> None:
+    engine = loaded(model_path)
+    engine.release()
+    with pytest.raises(LlemError, match="no model loaded"):
+        engine.run_batch([PROMPTS[0]])
+
+
+def test_pad_falls_back_to_eos(model_path: str, greedy_alone: list[list[int]]) -> None:
+    engine = loaded(model_path, pad_token_id=None, max_output_tokens=24, settings={"batch_size": 5})
+    assert engine.effective_settings()["generation"]["pad_token_id"] == EOS
+    assert run_all(engine, PROMPTS) == greedy_alone
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"settings": {"batch_sise": 4}}, r"unknown transformers setting\(s\) \['batch_sise'\]"),
+        ({"settings": {"batch_size": 0}}, "batch_size must be a positive integer"),
+        ({"settings": {"batch_size": True}}, "batch_size must be a positive integer"),
+        ({"settings": {"use_cache": "yes"}}, "use_cache must be true or false"),
+        ({"precision": "int4"}, "precision must be one of"),
+        ({"device": "tpu"}, "device must be"),
+        ({"max_output_tokens": 0}, "max_output_tokens must be at least 1"),
+    ],
+)
+def test_bad_requests_are_refused_before_loading(model_path: str, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(LlemError, match=message):
+        loaded(model_path, **overrides)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_one_fails_rather_than_running_on_cpu(model_path: str) -> None:
+    with pytest.raises(EngineUnavailable, match="sees no CUDA device"):
+        loaded(model_path, device="cuda")
+
+
+def test_empty_batch_is_refused(model_path: str) -> None:
+    engine = loaded(model_path)
+    with pytest.raises(LlemError, match="non-empty"):
+        engine.run_batch([])
+    with pytest.raises(LlemError, match="non-empty"):
+        engine.run_batch([[5], []])
+
+
+# -- registry --------------------------------------------------------------------------------
+
+
+def test_registry_creates_the_transformers_engine() -> None:
+    assert isinstance(create_engine("transformers"), TransformersEngine)
+
+
+@pytest.mark.parametrize("name", ["vllm", "tensorrt"])
+def test_registry_later_engines_are_unavailable_for_now(name: str) -> None:
+    with pytest.raises(EngineUnavailable, match=f"the {name} engine is not available in this version"):
+        create_engine(name)
+
+
+def test_registry_unknown_engine() -> None:
+    with pytest.raises(EngineUnavailable, match="unknown engine 'onnx'"):
+        create_engine("onnx")
+
+
+def test_registry_names_the_extra_when_torch_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pytest_llem.engines.transformers", None)  # import fails
+    with pytest.raises(EngineUnavailable, match=r'pip install "pytest-llem\[transformers\]"'):
+        create_engine("transformers")
