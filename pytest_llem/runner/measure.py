@@ -57,6 +57,27 @@ def warm_up(engine: Engine, batches: list[list[list[int]]], rule: WarmupConfig) 
     }
 
 
+def _eos_token_ids(model_path: str, tokenizer: Any) -> tuple[int, ...]:
+    """Every id that ends a request: the tokenizer's EOS and the model's generation config's.
+
+    Instruct models often end turns with a second id (Llama 3's ``<|eot_id|>``); counting
+    output only up to the tokenizer's EOS would count tokens after the real end.
+    """
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    from transformers import GenerationConfig
+
+    try:
+        configured = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # no generation_config.json: the tokenizer's EOS is all there is
+        configured = None
+    for value in configured if isinstance(configured, list) else [configured]:
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return tuple(ids)
+
+
 def _software_versions() -> dict[str, str | None]:
     from pytest_llem import __version__
 
@@ -91,8 +112,8 @@ def measure_cell(
         config.dataset.source, config.dataset.n_prompts, field=config.dataset.field, base_dir=base_dir
     )
     prompts = tokenize_prompts(tokenizer, list(texts), config.max_input_tokens)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    eos_ids = _eos_token_ids(model_path, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
     d = config.decoding
     engine.load(
         LoadRequest(
@@ -102,7 +123,7 @@ def measure_cell(
             decoding=Decoding(d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.seed),
             max_output_tokens=config.max_output_tokens,
             ignore_eos=config.ignore_eos,
-            eos_token_ids=(eos,) if eos is not None else (),
+            eos_token_ids=eos_ids,
             pad_token_id=pad,
             device=config.measurement.device,
         )

@@ -84,6 +84,7 @@ def child_environment(gpu_uuid: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keeps child.log readable
     if gpu_uuid:
         env["CUDA_VISIBLE_DEVICES"] = gpu_uuid
     return env
