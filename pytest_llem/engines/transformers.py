@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import GenerationConfig
 
 from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
 from pytest_llem.errors import EngineUnavailable, LlemError
+from pytest_llem.models.loading import load_causal_lm
 
 _DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -84,6 +85,7 @@ class TransformersEngine:
         self._settings = TransformersSettings()
         self._device = torch.device("cpu")
         self._pad_id = 0
+        self.weights_source = "pretrained"
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -95,11 +97,12 @@ class TransformersEngine:
             raise LlemError(f"max_output_tokens must be at least 1, got {request.max_output_tokens}")
         settings = TransformersSettings.from_mapping(dict(request.settings))
         device = _pick_device(request.device)
-        kwargs: dict[str, Any] = {_dtype_keyword(): _DTYPES[request.precision]}
+        extra: dict[str, Any] = {}
         if settings.attn_implementation is not None:
-            kwargs["attn_implementation"] = settings.attn_implementation
-        model: Any = AutoModelForCausalLM.from_pretrained(request.model, **kwargs)
-        model.to(device)
+            extra["attn_implementation"] = settings.attn_implementation
+        model, self.weights_source = load_causal_lm(
+            request.model, device, {_dtype_keyword(): _DTYPES[request.precision]}, extra
+        )
         model.eval()
         # Left padding needs a pad id; any id will do, since the attention mask hides it.
         pad_id = request.pad_token_id
@@ -194,6 +197,7 @@ class TransformersEngine:
             "torch_version": str(torch.__version__),
             "transformers_version": str(transformers.__version__),
             "padding_side": "left",
+            "weights": self.weights_source,
             "generation": {
                 "do_sample": bool(config.do_sample),
                 "temperature": config.temperature if config.do_sample else None,

@@ -57,6 +57,10 @@ class EmbeddedModelSpec:
     init_gain: float = 2.0
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
+    #: "saved": seeded weights written to disk; "random": architecture only, weights drawn on load
+    #: directly on the device (see models/loading.py) -- for models too large to write quickly.
+    weights: str = "saved"
+    vocab_size: int | None = None  # None: the byte-level tokenizer's size
 
     @property
     def dir_name(self) -> str:
@@ -86,6 +90,37 @@ EMBEDDED_MODELS: dict[str, EmbeddedModelSpec] = {
         num_hidden_layers=12,
         num_attention_heads=16,
         num_key_value_heads=4,
+    ),
+    # About 7.5 B parameters in 8 layers of Llama-3-70B's shape: little Python per step and a lot
+    # of GPU work, so plain generate() keeps an H100 busy (GPU-bound). Architecture only.
+    "llem-wide": EmbeddedModelSpec(
+        name="llem-wide",
+        version=1,
+        seed=20240613,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=8,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        weights="random",
+    ),
+    # Llama-3.1-8B's architecture (vocabulary included), architecture only: for comparisons
+    # with published figures for that model.
+    "llem-llama3-8b": EmbeddedModelSpec(
+        name="llem-llama3-8b",
+        version=1,
+        seed=20240614,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        weights="random",
+        vocab_size=128256,
     ),
 }
 
@@ -200,7 +235,7 @@ def _build(spec: EmbeddedModelSpec, directory: Path) -> None:
     # Byte-level: needs no vocabulary file, so nothing has to be downloaded.
     tokenizer = ByT5Tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=spec.vocab_size or len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,
@@ -213,19 +248,26 @@ def _build(spec: EmbeddedModelSpec, directory: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    # Constructing the model draws from torch's global RNG (transformers' own init); fork it so
-    # the caller's RNG state is untouched, then overwrite every weight from our own generator.
-    with torch.random.fork_rng(devices=[]):
-        model = LlamaForCausalLM(config)
-    _seed_weights(model, spec)
-    model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
+    if spec.weights == "random":
+        config.save_pretrained(str(directory))
+        parameters = None
+    else:
+        # Constructing the model draws from torch's global RNG (transformers' own init); fork
+        # it so the caller's RNG state is untouched, then overwrite every weight from our own
+        # generator.
+        with torch.random.fork_rng(devices=[]):
+            model = LlamaForCausalLM(config)
+        _seed_weights(model, spec)
+        model.save_pretrained(str(directory))
+        parameters = sum(p.numel() for p in model.parameters())
     stamp = {
         "format": STAMP_FORMAT,
         "name": spec.name,
         "version": spec.version,
         "seed": spec.seed,
-        "parameter_count": sum(p.numel() for p in model.parameters()),
+        "weights": spec.weights,
+        "parameter_count": parameters,
     }
     (directory / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 

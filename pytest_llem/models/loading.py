@@ -1,0 +1,53 @@
+"""Loading a causal LM from a directory or hub id, including architecture-only models.
+
+A directory holding a ``config.json`` (and a tokenizer) but no weight files is an
+*architecture-only* model: it is constructed from its config directly on the target device with
+seeded random weights. Energy per output token does not depend on weight values when the output
+length is fixed (``ignore_eos``), so this measures, say, a Llama-3.1-8B-shaped model without
+downloading 16 GB, and builds it in seconds on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json", "*.bin.index.json")
+STAMP_FILE = "llem_model.json"
+
+
+def is_architecture_only(model: str) -> bool:
+    """True for a local directory with a config but no weight files."""
+    directory = Path(model)
+    if not (directory / "config.json").is_file():
+        return False
+    return not any(any(directory.glob(pattern)) for pattern in WEIGHT_PATTERNS)
+
+
+def random_weights_seed(model: str) -> int:
+    """The seed recorded by an embedded model's stamp, else 0."""
+    try:
+        stamp = json.loads((Path(model) / STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    seed = stamp.get("seed", 0) if isinstance(stamp, dict) else 0
+    return int(seed) if isinstance(seed, int) else 0
+
+
+def load_causal_lm(model: str, device: Any, dtype_kwargs: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, str]:
+    """The model on ``device`` and how its weights were obtained (``"pretrained"``/``"random"``)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not is_architecture_only(model):
+        loaded = AutoModelForCausalLM.from_pretrained(model, **dtype_kwargs, **extra)
+        return loaded.to(device), "pretrained"
+    config = AutoConfig.from_pretrained(model)
+    if "attn_implementation" in extra:
+        config._attn_implementation = extra["attn_implementation"]  # noqa: SLF001 - public in from_config's docs
+    with torch.random.fork_rng(devices=[device] if getattr(device, "type", "cpu") == "cuda" else []):
+        torch.manual_seed(random_weights_seed(model))
+        with torch.device(device):
+            built = AutoModelForCausalLM.from_config(config, **dtype_kwargs)
+    return built, "random"
