@@ -35,6 +35,10 @@ class MeterUnavailable(LlemError):
     """The requested energy meter cannot measure on this machine."""
 
 
+class MeasurementRefused(LlemError):
+    """The cell's conditions make a trustworthy measurement impossible (MIG, a busy GPU)."""
+
+
 class CellError(LlemError):
     """A single cell failed; the session goes on.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem import __version__
+from pytest_llem.baselines import IdleBaselines
 from pytest_llem.errors import CellError
 from pytest_llem.results.manifest import Manifest
 from pytest_llem.results.record import build_result
@@ -123,12 +124,23 @@ class StudyRun:
         self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason)
         self.outcomes.append(CellOutcome(cell, "skipped", error=reason))
 
-    def run_cell(self, cell: CellRef, gpu_uuid: str | None = None) -> CellOutcome:
+    def run_cell(
+        self, cell: CellRef, baselines: IdleBaselines | None = None, results_root: Path | None = None,
+        gpu_uuid: str | None = None,
+    ) -> CellOutcome:  # fmt: skip
         """Run one cell in its own process and write its record; raise CellError on failure."""
         config = cell.configuration.config
         assert config is not None and cell.configuration.config_hash is not None
         experiment_id = cell.experiment_id(self.study)
         self._pause_before(cell)
+        baseline_reason: str | None = "no idle baseline fixture in use"
+        if baselines is not None and config.measurement.device != "cpu":
+            baseline_reason = baselines.ensure(
+                config.measurement.baseline,
+                self.study_dir,
+                results_root or self.study_dir.parent,
+                self.study.execution.startup_timeout_seconds,
+            )
         cell_dir = self.cell_dir(cell)
         relative = cell_dir.relative_to(self.study_dir).as_posix()
         self.manifest.update(experiment_id, "running", cell_dir=relative)
@@ -137,6 +149,7 @@ class StudyRun:
             "config": config.model_dump(mode="json"),
             "base_dir": str(self.study.path.parent.resolve()),
             "cell_dir": str(cell_dir),
+            "idle_reference_w": baselines.reference_w() if baselines is not None else {},
         }
         try:
             report = run_in_child(
@@ -150,6 +163,15 @@ class StudyRun:
             self.manifest.update(experiment_id, "failed", error=f"{type(exc).__name__}: {exc}")
             self.outcomes.append(CellOutcome(cell, "failed", error=str(exc), cell_dir=cell_dir))
             raise
+        measurement = report.measurement
+        used = [g["uuid"] for g in measurement["gpus"]]
+        if baselines is not None:
+            measurement.update(baselines.for_cell(used, baseline_reason))
+            measurement["warnings"].extend(
+                baselines.check_drift(measurement.get("idle_spot_check") or {}, config.measurement.baseline.drift_threshold)
+            )
+        else:
+            measurement.update({"baseline_power_w": None, "baseline_unavailable_reason": baseline_reason})
         identity = {
             "study_name": self.study.name,
             "study_design_hash": self.study.design_hash,
@@ -164,7 +186,7 @@ class StudyRun:
             experiment_id=experiment_id,
             config_hash=cell.configuration.config_hash,
             config=config_json,
-            measurement=report.measurement,
+            measurement=measurement,
             version=__version__,
             identity=identity,
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_llem.baselines import IdleBaselines
     from pytest_llem.execution import StudyRun
     from pytest_llem.nodes import CellItem
 
@@ -57,12 +58,23 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
+@pytest.fixture(scope="session")
+def llem_idle_baseline() -> IdleBaselines:
+    """Idle power per GPU for the whole session, measured once and cached (see baselines.py).
+
+    Override in a conftest to supply baselines of your own, or to disable them (return None).
+    """
+    from pytest_llem.baselines import IdleBaselines
+
+    return IdleBaselines()
+
+
 @pytest.fixture
-def llem_run_cell(request: pytest.FixtureRequest) -> Callable[[], None]:
+def llem_run_cell(request: pytest.FixtureRequest, llem_idle_baseline: IdleBaselines | None) -> Callable[[], None]:
     """Runs the requesting cell in its own process; override in a conftest to wrap it."""
     session: LlemSession = request.config.pluginmanager.getplugin(SESSION_PLUGIN_NAME)
     node = request.node
-    return lambda: session.run_cell(node)
+    return lambda: session.run_cell(node, llem_idle_baseline)
 
 
 def _is_cell(item: pytest.Item) -> bool:
@@ -127,9 +139,9 @@ class LlemSession:
 
         return CellRef(item.configuration, item.cycle, item.position, item.nodeid)
 
-    def run_cell(self, item: CellItem) -> None:
+    def run_cell(self, item: CellItem, baselines: IdleBaselines | None = None) -> None:
         run = self.runs[item.study.path]
-        outcome = run.run_cell(self._ref(item))
+        outcome = run.run_cell(self._ref(item), baselines, self.results_root(item))
         record = outcome.record or {}
         item.llem_report = {  # type: ignore[attr-defined]
             key: record.get(key)

@@ -93,3 +93,9 @@ def throttle_reasons_fn(nvml: ModuleType) -> Callable[[Any], int] | None:
         if fn is not None:
             return cast("Callable[[Any], int]", fn)
     return None
+
+
+def nvml_uuid(raw: object) -> str:
+    """NVML names GPUs ``GPU-<uuid>`` (MIG slices ``MIG-<uuid>``); torch gives the bare UUID."""
+    text = str(raw)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"

@@ -188,6 +188,7 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
     memory = q(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
     mig = q(nvml, nvml.nvmlDeviceGetMigMode, handle)
     processes = q(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+    foreign = [] if processes is None else [proc for proc in processes if proc.pid != os.getpid()]
     return {
         "uuid": uuid,
         "index": q(nvml, nvml.nvmlDeviceGetIndex, handle),
@@ -202,7 +203,9 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
         "memory_used_mib": None if memory is None else memory.used / _MIB,
         # nvmlDeviceGetMigMode returns [current, pending]; only the current mode matters now.
         "mig_mode": None if mig is None else mig[0] == nvml.NVML_DEVICE_MIG_ENABLE,
-        "foreign_compute_processes": (
-            None if processes is None else sum(1 for proc in processes if proc.pid != os.getpid())
+        "foreign_compute_processes": None if processes is None else len(foreign),
+        # usedGpuMemory is None where the driver will not tell (e.g. without privileges).
+        "foreign_memory_mib": (
+            None if processes is None else sum((getattr(p, "usedGpuMemory", None) or 0) for p in foreign) / _MIB
         ),
     }

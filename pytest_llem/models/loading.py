@@ -48,6 +48,7 @@ def load_causal_lm(model: str, device: Any, dtype_kwargs: dict[str, Any], extra:
         config._attn_implementation = extra["attn_implementation"]  # noqa: SLF001 - public in from_config's docs
     with torch.random.fork_rng(devices=[device] if getattr(device, "type", "cpu") == "cuda" else []):
         torch.manual_seed(random_weights_seed(model))
+        auto: Any = AutoModelForCausalLM
         with torch.device(device):
-            built = AutoModelForCausalLM.from_config(config, **dtype_kwargs)
+            built = auto.from_config(config, **dtype_kwargs)
     return built, "random"

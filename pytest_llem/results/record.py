@@ -56,6 +56,12 @@ def _latency_summary(values: list[float]) -> dict[str, float] | None:
     }
 
 
+def _zeus_total(details: dict[str, Any] | None, key: str) -> float | None:
+    """CPU or DRAM energy (RAPL, through Zeus), summed over packages; reported apart from GPU energy."""
+    values = (details or {}).get(key)
+    return float(sum(values.values())) if isinstance(values, dict) and values else None
+
+
 def build_result(
     *,
     experiment_id: str,
@@ -81,6 +87,8 @@ def build_result(
     warnings = list(measurement.get("warnings", []))
     if energy["unavailable_reason"]:
         warnings.append(f"no energy figures: {energy['unavailable_reason']}")
+    elif baseline_w is None and measurement.get("baseline_unavailable_reason"):
+        warnings.append(f"no baseline-adjusted figures: {measurement['baseline_unavailable_reason']}")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "experiment_id": experiment_id,
@@ -126,7 +134,23 @@ def build_result(
         "load_time_s": measurement["load_time_s"],
         "warmup": measurement["warmup"],
         "batch_latency_s": _latency_summary(measurement["batch_latencies_s"]),
+        "ttft_s": _latency_summary(measurement.get("ttft_s", [])),
+        "itl_s": _latency_summary(measurement.get("itl_s", [])),
+        "request_latency_s": _latency_summary(measurement.get("request_latency_s", [])),
+        "baseline_per_device_w": measurement.get("baseline_per_device_w"),
+        "baseline_std_w": measurement.get("baseline_std_w"),
+        "baseline_age_s": measurement.get("baseline_age_s"),
+        "baseline_method": measurement.get("baseline_method"),
+        "baseline_source": measurement.get("baseline_source"),
+        "baseline_unavailable_reason": measurement.get("baseline_unavailable_reason"),
+        "idle_spot_check": measurement.get("idle_spot_check"),
+        "window_t_start_s": measurement.get("window_t_start_s"),
+        "telemetry": measurement.get("telemetry"),
+        "energy_details": energy.get("details"),
+        "cpu_energy_j": _zeus_total(energy.get("details"), "cpu_energy_j"),
+        "dram_energy_j": _zeus_total(energy.get("details"), "dram_energy_j"),
         "peak_memory_bytes": measurement["peak_memory_bytes"],
+        "resident_memory_mib": measurement.get("resident_memory_mib"),
         "software_versions": measurement["versions"],
         "effective_settings": measurement["effective_settings"],
         "warnings": warnings,

@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         from pytest_llem.runner.measure import measure_cell
         from pytest_llem.study.schema import ExperimentConfig
 
+        if spec.get("task") == "baseline":
+            from pytest_llem.runner.idle import measure_idle
+
+            channel.send("ready")
+            channel.phase("idle")
+            channel.send("result", measurement=measure_idle(spec["duration_s"], spec["interval_s"]))
+            return 0
         config = ExperimentConfig.model_validate(spec["config"])
         engine = create_engine(config.engine)  # imports the engine's libraries (torch, ...)
         channel.send("ready")
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             base_dir=Path(spec["base_dir"]),
             cell_dir=Path(spec["cell_dir"]),
             phase=channel.phase,
+            idle_reference_w=spec.get("idle_reference_w") or {},
         )
         channel.send("result", measurement=measurement)
         return 0

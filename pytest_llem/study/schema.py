@@ -115,6 +115,18 @@ class WarmupConfig(_Strict):
         return self
 
 
+class BaselineConfig(_Strict):
+    """Idle power per GPU, subtracted to give baseline-adjusted energy."""
+
+    enabled: bool = True
+    duration_seconds: float = Field(30.0, ge=1.0, description="How long idle power is sampled.")
+    ttl_seconds: float = Field(3600.0, ge=0.0, description="A cached baseline younger than this is reused.")
+    drift_threshold: float = Field(
+        0.10, gt=0.0, description="A cell's idle spot check further than this (relative) re-measures the baseline."
+    )
+    spot_check_seconds: float = Field(2.0, ge=0.0, description="Idle sampling in each cell after load; 0 disables.")
+
+
 class MeasurementConfig(_Strict):
     """How a cell is measured. Part of the measurement_config_hash: it changes the figures."""
 
@@ -124,6 +136,13 @@ class MeasurementConfig(_Strict):
     sample_interval_ms: int = Field(100, ge=10, le=10_000)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    preflight: Literal["warn", "fail", "off"] = Field(
+        "warn", description="What a busy GPU before the window does: foreign processes, load, power above idle."
+    )
+    cross_check_tolerance: float = Field(
+        0.05, gt=0.0, description="Counter vs integral of sampled power: a larger relative gap is a warning."
+    )
 
 
 class OutputConfig(_Strict):

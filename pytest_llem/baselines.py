@@ -1,0 +1,159 @@
+"""The session's idle baselines, one per GPU, from the parent's side.
+
+Held by the session-scoped ``llem_idle_baseline`` fixture. Before a GPU cell runs, every
+visible GPU needs a baseline younger than its time-to-live: one from this session, from a cache
+file of this or an earlier study, or else a fresh one measured in a spawned child (a process
+with a CUDA context and nothing running, like a cell before its work). After the cell, its idle
+spot check is compared with the baseline; a drift beyond the threshold marks the baseline stale,
+so it is measured again before the next cell.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.energy.baseline import IdleBaseline, cache_file, drift, find_cached, store
+from pytest_llem.errors import CellError, MeterUnavailable
+from pytest_llem.runner.parent import run_in_child
+from pytest_llem.study.schema import BaselineConfig
+
+_BASELINE_TIMEOUT_PAD_S = 300.0
+
+
+def visible_gpu_uuids() -> tuple[list[str], str | None]:
+    """UUIDs of the NVIDIA GPUs this session's cells can see, or a reason there are none.
+
+    ``CUDA_VISIBLE_DEVICES`` is honoured for UUIDs and indices (indices as NVML numbers them,
+    which matches CUDA's order when ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+    """
+    from pytest_llem.energy import _nvml
+
+    try:
+        nvml = _nvml.load()
+    except MeterUnavailable as exc:
+        return [], str(exc)
+    try:
+        uuids = [
+            _nvml.as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(nvml.nvmlDeviceGetCount())
+        ]
+    except nvml.NVMLError as exc:
+        return [], f"NVML could not list the GPUs: {exc}"
+    finally:
+        _nvml.shutdown(nvml)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        chosen: list[str] = []
+        for entry in (e.strip() for e in visible.split(",") if e.strip()):
+            if entry.isdigit():
+                if int(entry) < len(uuids):
+                    chosen.append(uuids[int(entry)])
+            else:
+                chosen.extend(u for u in uuids if u.startswith(entry) and u not in chosen)
+        uuids = chosen
+    return uuids, None if uuids else "no NVIDIA GPU is visible"
+
+
+class IdleBaselines:
+    """Baselines by GPU UUID, with where each came from."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[IdleBaseline, str]] = {}
+        self._stale: set[str] = set()
+        self._visible: tuple[list[str], str | None] | None = None
+
+    def visible(self) -> tuple[list[str], str | None]:
+        if self._visible is None:
+            self._visible = visible_gpu_uuids()
+        return self._visible
+
+    def get(self, uuid: str) -> tuple[IdleBaseline, str] | None:
+        return self._known.get(uuid)
+
+    def set(self, baseline: IdleBaseline, source: str) -> None:
+        self._known[baseline.gpu_uuid] = (baseline, source)
+        self._stale.discard(baseline.gpu_uuid)
+
+    def ensure(self, settings: BaselineConfig, study_dir: Path, results_root: Path, startup_timeout_s: float) -> str | None:
+        """Make sure every visible GPU has a fresh baseline; return why not, or None."""
+        if not settings.enabled:
+            return "measurement.baseline.enabled is false"
+        uuids, reason = self.visible()
+        if not uuids:
+            return reason
+        missing = []
+        for uuid in uuids:
+            known = self._known.get(uuid)
+            if known and uuid not in self._stale and known[0].age_s() <= settings.ttl_seconds:
+                if not cache_file(study_dir, uuid).exists():
+                    store(study_dir, known[0])
+                continue
+            cached = None if uuid in self._stale else find_cached(results_root, study_dir, uuid, settings.ttl_seconds)
+            if cached is not None:
+                baseline, path = cached
+                source = "cache" if path.parent.parent == study_dir else f"cache of an earlier study ({path.parent.parent.name})"
+                self.set(baseline, source)
+                if path != cache_file(study_dir, uuid):
+                    store(study_dir, baseline)
+                continue
+            missing.append(uuid)
+        if not missing:
+            return None
+        return self._measure(settings, study_dir, startup_timeout_s)
+
+    def _measure(self, settings: BaselineConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
+        run_dir = study_dir / "_study-artefacts" / f"baseline_run_{len(list((study_dir / '_study-artefacts').glob('baseline_run_*'))) + 1}"
+        spec = {"task": "baseline", "duration_s": settings.duration_seconds, "interval_s": 0.1}
+        try:
+            report = run_in_child(
+                spec,
+                run_dir,
+                timeout_s=settings.duration_seconds + _BASELINE_TIMEOUT_PAD_S,
+                startup_timeout_s=startup_timeout_s,
+            )
+        except CellError as exc:
+            return f"the idle baseline could not be measured: {exc}"
+        measured = [IdleBaseline.from_json(b) for b in report.measurement["baselines"]]
+        for baseline in measured:
+            self.set(baseline, "measured")
+            store(study_dir, baseline)
+        return None if measured else f"the idle baseline found no GPU ({report.measurement.get('method')})"
+
+    def reference_w(self) -> dict[str, float]:
+        return {uuid: b.power_w for uuid, (b, _) in self._known.items()}
+
+    def for_cell(self, gpu_uuids: list[str], reason: str | None) -> dict[str, Any]:
+        """Baseline fields of a cell's record: the sum over the GPUs it used."""
+        found = [self._known.get(u) for u in gpu_uuids]
+        if not gpu_uuids or any(f is None for f in found):
+            why = reason or ("the cell ran on no GPU" if not gpu_uuids else "no baseline for a GPU this cell used")
+            return {"baseline_power_w": None, "baseline_unavailable_reason": why}
+        pairs = [f for f in found if f is not None]
+        return {
+            "baseline_power_w": sum(b.power_w for b, _ in pairs),
+            "baseline_per_device_w": [b.power_w for b, _ in pairs],
+            "baseline_std_w": math.sqrt(sum(b.std_w**2 for b, _ in pairs)),
+            "baseline_age_s": max(b.age_s() for b, _ in pairs),
+            "baseline_method": "; ".join(sorted({b.method for b, _ in pairs})),
+            "baseline_source": "; ".join(sorted({s for _, s in pairs})),
+            "baseline_unavailable_reason": None,
+        }
+
+    def check_drift(self, spot: dict[str, dict[str, Any]], threshold: float) -> list[str]:
+        """Compare a cell's idle spot check with the baselines; stale ones are measured again."""
+        warnings = []
+        for uuid, figures in spot.items():
+            known, power = self._known.get(uuid), figures.get("power_w")
+            if known is None or power is None:
+                continue
+            relative = drift(known[0], float(power))
+            if relative > threshold:
+                self._stale.add(uuid)
+                warnings.append(
+                    f"GPU {uuid}: idle power drifted to {power:.1f} W from the baseline's {known[0].power_w:.1f} W"
+                    f" ({100 * relative:.0f} %); the baseline is measured again before the next cell"
+                )
+        return warnings

@@ -1,0 +1,45 @@
+"""The baseline task of a spawned child: idle power of every visible GPU.
+
+Runs in its own process, like a cell, so that idle power is measured in the state cells run
+in: a fresh process holding a CUDA context on each GPU, with nothing executing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_llem.energy.baseline import sample_idle
+
+
+def visible_gpus() -> tuple[list[str], str]:
+    """NVML UUIDs of the GPUs this process can use, and how they were found."""
+    try:
+        import torch
+    except ImportError:
+        torch = None  # type: ignore[assignment]
+    if torch is not None and torch.cuda.is_available():
+        from pytest_llem.energy._nvml import nvml_uuid
+
+        uuids = []
+        for index in range(torch.cuda.device_count()):
+            torch.zeros(1, device=f"cuda:{index}")  # makes the CUDA context: the state cells run in
+            uuids.append(nvml_uuid(torch.cuda.get_device_properties(index).uuid))
+        torch.cuda.synchronize()
+        return uuids, "idle power sampled with a CUDA context on the GPU"
+    from pytest_llem.energy import _nvml
+
+    nvml = _nvml.load()
+    try:
+        uuids = [
+            _nvml.as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(nvml.nvmlDeviceGetCount())
+        ]
+    finally:
+        _nvml.shutdown(nvml)
+    return uuids, "idle power sampled without a CUDA context (torch sees no CUDA device)"
+
+
+def measure_idle(duration_s: float, interval_s: float) -> dict[str, Any]:
+    uuids, method = visible_gpus()
+    baselines = sample_idle(uuids, duration_s, interval_s, method) if uuids else []
+    return {"baselines": [b.to_json() for b in baselines], "gpu_uuids": uuids, "method": method}
