@@ -38,11 +38,13 @@ def random_weights_seed(model: str) -> int:
 def load_causal_lm(model: str, device: Any, dtype_kwargs: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, str]:
     """The model on ``device`` and how its weights were obtained (``"pretrained"``/``"random"``)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     if not is_architecture_only(model):
         loaded = AutoModelForCausalLM.from_pretrained(model, **dtype_kwargs, **extra)
         return loaded.to(device), "pretrained"
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(model)
     if "attn_implementation" in extra:
         config._attn_implementation = extra["attn_implementation"]  # noqa: SLF001 - public in from_config's docs
