@@ -59,8 +59,8 @@ def sample_idle(gpu_uuids: list[str], duration_s: float, interval_s: float, meth
     from pytest_llem.energy.sampler import TelemetrySampler
 
     nvml = _nvml.load()
+    handles = _nvml.open_handles(nvml, gpu_uuids)  # on failure it has released NVML itself
     try:
-        handles = _nvml.open_handles(nvml, gpu_uuids)
         sampler = TelemetrySampler(gpu_uuids, interval_s=interval_s)
 
         def counters() -> list[int | None]:
@@ -120,9 +120,10 @@ def load_fresh(path: Path, ttl_s: float) -> IdleBaseline | None:
     """The baseline cached at ``path`` if it is readable and younger than ``ttl_s``."""
     try:
         baseline = IdleBaseline.from_json(json.loads(path.read_text(encoding="utf-8")))
+        fresh = baseline.age_s() <= ttl_s  # a non-numeric measured_at is a corrupt file too
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return baseline if baseline.age_s() <= ttl_s else None
+    return baseline if fresh else None
 
 
 def find_cached(results_root: Path, study_dir: Path, gpu_uuid: str, ttl_s: float) -> tuple[IdleBaseline, Path] | None:

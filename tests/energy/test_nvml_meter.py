@@ -309,6 +309,7 @@ def test_describe_gpus_reports_the_state_of_each_gpu(fake_nvml: FakeNvml) -> Non
         "memory_used_mib": 2048.0,
         "mig_mode": False,
         "foreign_compute_processes": 2,
+        "foreign_memory_mib": 1024.0,  # two foreign processes of 512 MiB each
     }
     assert b["name"] == "Fake A100" and b["index"] == 1
     assert b["mig_mode"] is None  # not supported

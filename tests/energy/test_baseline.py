@@ -1,0 +1,396 @@
+"""Idle baselines: sampling against the fake NVML, the cache files, drift, and the session's set."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_llem.baselines import IdleBaselines, visible_gpu_uuids
+from pytest_llem.energy.baseline import (
+    ARTEFACTS_DIR,
+    IdleBaseline,
+    cache_file,
+    drift,
+    find_cached,
+    load_fresh,
+    sample_idle,
+    store,
+)
+from pytest_llem.errors import MeterUnavailable
+from pytest_llem.study.schema import BaselineConfig
+
+if TYPE_CHECKING:
+    from conftest import FakeNvml
+
+
+def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, age_s: float = 0.0, **extra: Any) -> IdleBaseline:
+    fields: dict[str, Any] = {
+        "gpu_uuid": uuid,
+        "power_w": power_w,
+        "mean_sampled_w": power_w,
+        "std_w": std_w,
+        "min_w": power_w - 2,
+        "max_w": power_w + 2,
+        "n_samples": 300,
+        "duration_s": 30.0,
+        "temperature_c": 35.0,
+        "measured_at": time.time() - age_s,
+        "method": "idle power sampled with a CUDA context on the GPU; mean from the energy counter",
+    }
+    fields.update(extra)
+    return IdleBaseline(**fields)
+
+
+def _study(root: Path, name: str) -> Path:
+    study = root / name
+    (study / ARTEFACTS_DIR).mkdir(parents=True)
+    return study
+
+
+def _place(study: Path, baseline: IdleBaseline, mtime: float | None = None) -> Path:
+    path = store(study, baseline)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+# --------------------------------------------------------------------------- sample_idle
+
+
+def test_sample_idle_reads_the_counter_and_the_samples(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a", power_w=70.0, temperature_c=33), fake_nvml.gpu("GPU-b", power_w=95.0))
+    before = time.time()
+    (a, b) = sample_idle(["GPU-a", "GPU-b"], duration_s=0.5, interval_s=0.05, method="test")
+    assert a.gpu_uuid == "GPU-a" and b.gpu_uuid == "GPU-b"
+    assert a.power_w == pytest.approx(70.0, rel=0.03)  # counter energy / elapsed
+    assert a.mean_sampled_w == pytest.approx(70.0) and a.std_w == pytest.approx(0.0)
+    assert a.min_w == a.max_w == 70.0
+    assert b.power_w == pytest.approx(95.0, rel=0.03) and b.mean_sampled_w == pytest.approx(95.0)
+    assert a.n_samples > 3 and a.duration_s == pytest.approx(0.5, abs=0.2)
+    assert a.temperature_c == 33.0
+    assert before <= a.measured_at <= time.time()
+    assert a.method.startswith("test") and "energy counter" in a.method
+    assert fake_nvml.init_count() == 0
+
+
+def test_sample_idle_without_counter_uses_sampled_mean(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a", power_w=64.0, supports_energy=False))
+    (a,) = sample_idle(["GPU-a"], duration_s=0.3, interval_s=0.05, method="test")
+    assert a.power_w == pytest.approx(64.0) == a.mean_sampled_w
+    assert "mean of power samples" in a.method and "energy counter" not in a.method
+    assert fake_nvml.init_count() == 0
+
+
+def test_sample_idle_unknown_gpu_releases_nvml_once(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    fake_nvml.module.nvmlInit()  # another user of NVML in the same process
+    try:
+        with pytest.raises(MeterUnavailable):
+            sample_idle(["GPU-missing"], duration_s=0.1, interval_s=0.05, method="test")
+        assert fake_nvml.init_count() == 1  # the other user's initialisation is still held
+    finally:
+        fake_nvml.module.nvmlShutdown()
+
+
+# --------------------------------------------------------------------------- cache files
+
+
+def test_store_then_load_fresh_round_trip(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    original = _baseline("GPU-1234/x", age_s=5.0)
+    path = store(study, original)
+    assert path == study / ARTEFACTS_DIR / "baseline_cache_GPU-1234--x.json" == cache_file(study, "GPU-1234/x")
+    assert json.loads(path.read_text())["gpu_uuid"] == "GPU-1234/x"
+    assert load_fresh(path, ttl_s=60.0) == original
+
+
+def test_load_fresh_refuses_an_old_baseline(tmp_path: Path) -> None:
+    path = store(tmp_path, _baseline(age_s=120.0))
+    assert load_fresh(path, ttl_s=60.0) is None
+    assert load_fresh(path, ttl_s=600.0) is not None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        "null",
+        '{"gpu_uuid": "GPU-a"}',
+        "",
+    ],
+)
+def test_load_fresh_refuses_a_corrupt_file(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "baseline_cache_GPU-a.json"
+    path.write_text(content)
+    assert load_fresh(path, ttl_s=3600.0) is None
+
+
+def test_load_fresh_refuses_a_file_with_wrong_types(tmp_path: Path) -> None:
+    data = _baseline().to_json()
+    data["measured_at"] = "yesterday"
+    path = tmp_path / "baseline_cache_GPU-a.json"
+    path.write_text(json.dumps(data))
+    assert load_fresh(path, ttl_s=3600.0) is None
+
+
+def test_load_fresh_missing_file(tmp_path: Path) -> None:
+    assert load_fresh(tmp_path / "nothing.json", ttl_s=3600.0) is None
+
+
+def test_find_cached_prefers_own_study_then_newest_earlier(tmp_path: Path) -> None:
+    now = time.time()
+    old, newer, current = _study(tmp_path, "s1"), _study(tmp_path, "s2"), _study(tmp_path, "s3")
+    _place(old, _baseline(power_w=61.0), mtime=now - 300)
+    _place(newer, _baseline(power_w=62.0), mtime=now - 100)
+    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0) == (_load(newer), cache_file(newer, "GPU-a"))
+    own = _place(current, _baseline(power_w=63.0), mtime=now - 1000)  # older file, still preferred
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    assert found is not None and found[1] == own and found[0].power_w == 63.0
+
+
+def test_find_cached_skips_stale_and_corrupt_files(tmp_path: Path) -> None:
+    now = time.time()
+    old, newer, current = _study(tmp_path, "s1"), _study(tmp_path, "s2"), _study(tmp_path, "s3")
+    _place(old, _baseline(power_w=61.0), mtime=now - 300)
+    _place(newer, _baseline(power_w=62.0, age_s=7200.0), mtime=now - 100)  # newest file, but too old a baseline
+    cache_file(current, "GPU-a").write_text("{broken")
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    assert found is not None and found[0].power_w == 61.0 and found[1] == cache_file(old, "GPU-a")
+
+
+def test_find_cached_other_gpu_or_nothing(tmp_path: Path) -> None:
+    old, current = _study(tmp_path, "s1"), _study(tmp_path, "s2")
+    _place(old, _baseline("GPU-b"))
+    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0) is None
+    assert find_cached(tmp_path, current, "GPU-b", ttl_s=3600.0) is not None
+
+
+def _load(study: Path, uuid: str = "GPU-a") -> IdleBaseline:
+    baseline = load_fresh(cache_file(study, uuid), ttl_s=1e9)
+    assert baseline is not None
+    return baseline
+
+
+def test_drift() -> None:
+    base = _baseline(power_w=80.0)
+    assert drift(base, 88.0) == pytest.approx(0.10)
+    assert drift(base, 72.0) == pytest.approx(0.10)
+    assert drift(base, 80.0) == 0.0
+    assert drift(_baseline(power_w=0.0), 50.0) == 0.0
+
+
+# --------------------------------------------------------------------------- IdleBaselines.for_cell
+
+
+def test_for_cell_sums_the_gpus_used() -> None:
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a", power_w=70.0, std_w=3.0, age_s=10.0), "measured")
+    session.set(_baseline("GPU-b", power_w=80.0, std_w=4.0, age_s=100.0, method="other"), "cache")
+    session.set(_baseline("GPU-c", power_w=500.0), "measured")  # not used by the cell
+    out = session.for_cell(["GPU-a", "GPU-b"], None)
+    assert out["baseline_power_w"] == pytest.approx(150.0)
+    assert out["baseline_per_device_w"] == [70.0, 80.0]
+    assert out["baseline_std_w"] == pytest.approx(5.0)  # sqrt(3^2 + 4^2)
+    assert out["baseline_age_s"] == pytest.approx(100.0, abs=2.0)
+    assert out["baseline_source"] == "cache; measured"
+    assert "other" in out["baseline_method"] and "energy counter" in out["baseline_method"]
+    assert out["baseline_unavailable_reason"] is None
+
+
+def test_for_cell_single_gpu_std_is_its_own() -> None:
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a", std_w=2.5), "measured")
+    assert math.isclose(session.for_cell(["GPU-a"], None)["baseline_std_w"], 2.5)
+
+
+def test_for_cell_reasons() -> None:
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a"), "measured")
+    missing = session.for_cell(["GPU-a", "GPU-z"], None)
+    assert missing == {"baseline_power_w": None, "baseline_unavailable_reason": "no baseline for a GPU this cell used"}
+    none_used = session.for_cell([], None)
+    assert none_used == {"baseline_power_w": None, "baseline_unavailable_reason": "the cell ran on no GPU"}
+    given = session.for_cell(["GPU-z"], "measurement.baseline.enabled is false")
+    assert given["baseline_unavailable_reason"] == "measurement.baseline.enabled is false"
+
+
+# --------------------------------------------------------------------------- drift and ensure
+
+
+def test_check_drift_marks_stale_beyond_threshold() -> None:
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a", power_w=70.0), "measured")
+    session.set(_baseline("GPU-b", power_w=70.0), "measured")
+    warnings = session.check_drift(
+        {"GPU-a": {"power_w": 75.0}, "GPU-b": {"power_w": 90.0}, "GPU-z": {"power_w": 500.0}, "GPU-n": {}},
+        threshold=0.10,
+    )
+    assert len(warnings) == 1 and warnings[0].startswith("GPU GPU-b: idle power drifted to 90.0 W")
+    assert "70.0 W" in warnings[0] and "29 %" in warnings[0]
+    assert session._stale == {"GPU-b"}
+    assert session.reference_w() == {"GPU-a": 70.0, "GPU-b": 70.0}
+
+
+class _MeasureRecorder:
+    def __init__(self, session: IdleBaselines) -> None:
+        self.calls: list[Path] = []
+        self.session = session
+
+    def __call__(self, settings: BaselineConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
+        self.calls.append(study_dir)
+        return "recorded"
+
+
+def _recorder(monkeypatch: pytest.MonkeyPatch, session: IdleBaselines) -> _MeasureRecorder:
+    recorder = _MeasureRecorder(session)
+    monkeypatch.setattr(session, "_measure", recorder)
+    return recorder
+
+
+def test_ensure_disabled_gives_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = IdleBaselines()
+    recorder = _recorder(monkeypatch, session)
+    reason = session.ensure(BaselineConfig(enabled=False), tmp_path / "s", tmp_path, 30.0)
+    assert reason == "measurement.baseline.enabled is false" and recorder.calls == []
+
+
+def test_ensure_without_gpu_gives_nvml_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    session = IdleBaselines()
+    recorder = _recorder(monkeypatch, session)
+    assert session.ensure(BaselineConfig(), tmp_path / "s", tmp_path, 30.0) == "no NVIDIA GPU is visible"
+    assert recorder.calls == []
+
+
+def test_ensure_reuses_an_earlier_studys_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    earlier, current = _study(tmp_path, "2026-01-01_earlier"), _study(tmp_path, "2026-01-02_current")
+    _place(earlier, _baseline("GPU-a", power_w=66.0, age_s=60.0))
+    session = IdleBaselines()
+    recorder = _recorder(monkeypatch, session)
+    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None
+    assert recorder.calls == []
+    known = session.get("GPU-a")
+    assert known is not None and known[0].power_w == 66.0
+    assert known[1] == "cache of an earlier study (2026-01-01_earlier)"
+    assert _load(current) == known[0]  # copied into this study's artefacts
+    # A second ensure keeps the session's baseline without measuring.
+    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None and recorder.calls == []
+
+
+def test_ensure_own_cache_is_named_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    current = _study(tmp_path, "s")
+    _place(current, _baseline("GPU-a", power_w=67.0))
+    session = IdleBaselines()
+    recorder = _recorder(monkeypatch, session)
+    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None
+    assert recorder.calls == [] and session.get("GPU-a") is not None
+    assert session.get("GPU-a")[1] == "cache"  # type: ignore[index]
+
+
+def test_ensure_measures_when_cache_is_too_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    earlier, current = _study(tmp_path, "earlier"), _study(tmp_path, "current")
+    _place(earlier, _baseline("GPU-a", age_s=7200.0))
+    session = IdleBaselines()
+    recorder = _recorder(monkeypatch, session)
+    assert session.ensure(BaselineConfig(ttl_seconds=3600.0), current, tmp_path, 30.0) == "recorded"
+    assert recorder.calls == [current]
+
+
+def test_ensure_remeasures_a_stale_gpu_despite_a_fresh_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml
+) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    current = _study(tmp_path, "current")
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a", power_w=70.0), "measured")
+    assert session.check_drift({"GPU-a": {"power_w": 100.0}}, threshold=0.10)
+    _place(current, _baseline("GPU-a", power_w=70.0))  # fresh file, but the drift says it is wrong
+    recorder = _recorder(monkeypatch, session)
+    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) == "recorded"
+    assert recorder.calls == [current]
+    # Once a new baseline is set, the GPU is no longer stale and nothing more is measured.
+    session.set(_baseline("GPU-a", power_w=100.0), "measured")
+    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None and len(recorder.calls) == 1
+
+
+def test_ensure_stores_a_session_baseline_missing_from_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml
+) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    session = IdleBaselines()
+    session.set(_baseline("GPU-a", power_w=71.0), "measured")
+    recorder = _recorder(monkeypatch, session)
+    study = tmp_path / "new-study"
+    assert session.ensure(BaselineConfig(), study, tmp_path, 30.0) is None and recorder.calls == []
+    assert _load(study).power_w == 71.0
+
+
+# --------------------------------------------------------------------------- visible_gpu_uuids
+
+THREE = ("GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-cccc-2222")
+
+
+@pytest.fixture
+def three_gpus(fake_nvml: FakeNvml) -> FakeNvml:
+    fake_nvml.configure(*(fake_nvml.gpu(u) for u in THREE))
+    return fake_nvml
+
+
+def test_visible_all_without_cuda_visible_devices(three_gpus: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpu_uuids() == (list(THREE), None)
+    assert three_gpus.init_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2,0", [THREE[2], THREE[0]]),
+        (" 1 ", [THREE[1]]),
+        ("1,7", [THREE[1]]),
+        ("GPU-bbbb", [THREE[1]]),
+        ("GPU-cccc-2222,GPU-aaaa", [THREE[2], THREE[0]]),
+        ("0,GPU-cccc", [THREE[0], THREE[2]]),
+    ],
+)
+def test_visible_honours_cuda_visible_devices(
+    three_gpus: FakeNvml, monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    assert visible_gpu_uuids() == (expected, None)
+
+
+@pytest.mark.parametrize("value", ["", "7", "GPU-zzzz"])
+def test_visible_none_matching(three_gpus: FakeNvml, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    assert visible_gpu_uuids() == ([], "no NVIDIA GPU is visible")
+
+
+def test_visible_nvml_unavailable(fake_nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_nvml.configure(init_error=True)
+    uuids, reason = visible_gpu_uuids()
+    assert uuids == [] and reason is not None and "NVML could not initialise" in reason
+
+
+def test_session_caches_visible(three_gpus: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    session = IdleBaselines()
+    assert session.visible() == ([THREE[1]], None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert session.visible() == ([THREE[1]], None)  # looked up once per session
