@@ -52,11 +52,27 @@ class BatchResult:
 
     ``output_token_ids`` holds, per request, the generated ids that count as output: up to and
     including the first EOS (unless ``ignore_eos``), never pads or tokens after EOS.
+
+    Latency figures, all in seconds from the batch's synchronised start (the same start as
+    ``wall_time_s``):
+
+    * ``per_request_time_s``: per request, its own end-to-end time, up to the decoding step that
+      produced its last counted token (its EOS, or its final token). This is deliberately not
+      the batch's wall time: in a static batch a request that stops at EOS early has its result
+      ready at that step, even though the batch generates on and returns later. Every value is
+      at most ``wall_time_s``. An engine that cannot time steps may report the wall time here.
+    * ``ttft_s``: per request, time until its first generated token was available.
+    * ``itl_s``: flat over the batch, in request order, the gaps between consecutive *counted*
+      output tokens of each request (``n - 1`` gaps for ``n`` counted tokens).
+
+    ``ttft_s`` and ``itl_s`` are empty where the engine could not time decoding steps.
     """
 
     output_token_ids: list[list[int]]
     wall_time_s: float  # device-synchronised at both edges
     per_request_time_s: list[float] = field(default_factory=list)
+    ttft_s: list[float] = field(default_factory=list)
+    itl_s: list[float] = field(default_factory=list)
 
 
 class Engine(Protocol):

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 import transformers
 from transformers import GenerationConfig
+from transformers.generation.streamers import BaseStreamer
 
+from pytest_llem.engines.latency import batch_latencies
 from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import load_causal_lm
@@ -153,8 +155,12 @@ class TransformersEngine:
     def run_batch(self, batch: list[list[int]]) -> BatchResult:
         """Generate for one left-padded batch; the timer spans a synchronised ``generate``.
 
-        Every request of a batch finishes when the batch does, so each request's end-to-end
-        time is the batch's wall time.
+        A :class:`_StepTimer` streamer timestamps every decoding step, from which come each
+        request's time to first token, its inter-token gaps and its own end-to-end time (up to
+        the step of its last counted token; see :class:`~pytest_llem.engines.protocol.BatchResult`).
+        Should the steps timed not match the positions generated (a transformers release that
+        streams differently), the latency figures are left empty and each request's end-to-end
+        time falls back to the batch's wall time, rather than being wrong.
         """
         model = self._loaded()
         request = self._request
@@ -163,18 +169,30 @@ class TransformersEngine:
             raise LlemError("run_batch needs a non-empty batch of non-empty prompts")
         input_ids, attention_mask = _left_pad(batch, self._pad_id, self._device)
         torch.manual_seed(request.decoding.seed)  # sampling is reproducible batch by batch
+        timer = _StepTimer()
         self._synchronize()
         start = time.perf_counter()
         output = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=model.generation_config,
+            streamer=timer,
         )
         self._synchronize()
         wall = time.perf_counter() - start
         generated = output[:, input_ids.shape[1] :].tolist()
         counted = [count_output_tokens(row, request.eos_token_ids, request.ignore_eos) for row in generated]
-        return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+        width = output.shape[1] - input_ids.shape[1]
+        if len(timer.step_times) != width or not timer.ended:
+            return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+        latencies = batch_latencies(start, timer.step_times, [len(row) for row in counted])
+        return BatchResult(
+            output_token_ids=counted,
+            wall_time_s=wall,
+            per_request_time_s=latencies.end_to_end_s,
+            ttft_s=latencies.ttft_s,
+            itl_s=latencies.itl_s,
+        )
 
     def version(self) -> str | None:
         """The installed transformers version."""
@@ -239,6 +257,40 @@ class TransformersEngine:
     def _synchronize(self) -> None:
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
+
+
+class _StepTimer(BaseStreamer):  # type: ignore[misc, unused-ignore]  # Any where transformers is absent
+    """Timestamps each decoding step of ``generate``, and does nothing else.
+
+    ``generate`` calls :meth:`put` once with the prompt ids, then once per decoding step with
+    that step's new token of every row (shape ``(batch,)``), whether a row has finished or not,
+    and :meth:`end` when done. The check that a streamer takes batch size 1 only lives in
+    ``TextStreamer``, not here. ``streamer`` has been an argument of ``generate`` throughout 4.x
+    and 5.x.
+
+    No device synchronisation is added. On CUDA the host time of a ``put`` is when the host saw
+    the step, and that is a close bound on when the tokens existed: ``generate`` hands the
+    streamer ``tokens.cpu()`` (a blocking device-to-host copy of ``batch`` ids) and reads
+    ``unfinished_sequences.max() == 0`` on the host every step anyway, so the device is caught
+    up at each step whether or not a streamer is attached; the cost of streaming is that tiny
+    copy. A ``torch.cuda.synchronize()`` per step would perturb the measured window and is
+    deliberately not done. (On Apple's MPS, transformers 5.2x defers the stop check and streams
+    one step late, so step times there lag by about a step.)
+    """
+
+    def __init__(self) -> None:
+        self.step_times: list[float] = []
+        self.ended = False
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt, not a decoding step
+            self._prompt_seen = True
+            return
+        self.step_times.append(time.perf_counter())
+
+    def end(self) -> None:
+        self.ended = True
 
 
 def _generation_config(request: LoadRequest, settings: TransformersSettings, pad_id: int) -> Any:

@@ -19,9 +19,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from pytest_llem.engines.latency import batch_latencies
 from pytest_llem.engines.protocol import Decoding, LoadRequest, count_output_tokens
 from pytest_llem.engines.registry import create_engine
-from pytest_llem.engines.transformers import TransformersEngine
+from pytest_llem.engines.transformers import TransformersEngine, _StepTimer
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.tiny import read_stamp, resolve_model
 
@@ -193,8 +194,114 @@ def test_result_timing_and_shapes(model_path: str) -> None:
     engine = loaded(model_path, settings={"batch_size": 4}, max_output_tokens=4)
     result = engine.run_batch(PROMPTS[:4])
     assert result.wall_time_s > 0
-    assert result.per_request_time_s == [result.wall_time_s] * 4
+    assert len(result.per_request_time_s) == 4
+    assert all(0 < t <= result.wall_time_s for t in result.per_request_time_s)
     assert all(isinstance(t, int) for row in result.output_token_ids for t in row)
+
+
+# -- latency figures -------------------------------------------------------------------------
+
+EPSILON = 1e-9
+
+
+def test_batch_latencies_from_step_times() -> None:
+    figures = batch_latencies(10.0, [10.5, 10.7, 11.0, 11.6], [4, 1, 2])
+    assert figures.ttft_s == pytest.approx([0.5, 0.5, 0.5])
+    assert figures.end_to_end_s == pytest.approx([1.6, 0.5, 0.7])
+    # request 0: three gaps; request 1: none; request 2: one
+    assert figures.itl_s == pytest.approx([0.2, 0.3, 0.6, 0.2])
+
+
+@pytest.mark.parametrize(
+    ("steps", "lengths", "message"),
+    [
+        ([1.0, 2.0], [3], "only 2 steps were timed"),
+        ([1.0, 2.0], [0], "at least one counted token"),
+        ([2.0, 1.0], [2], "must not decrease"),
+    ],
+)
+def test_batch_latencies_refuses_inconsistent_input(steps: list[float], lengths: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        batch_latencies(0.0, steps, lengths)
+
+
+def test_step_timer_sees_one_put_per_generated_position_of_a_batch(model_path: str) -> None:
+    """A plain BaseStreamer takes a whole batch (the batch-size-1 check is TextStreamer's), and
+    generate calls put once with the prompt, then once per generated position."""
+    engine = loaded(model_path, settings={"batch_size": 3}, max_output_tokens=7)
+    model = engine._loaded()
+    timer = _StepTimer()
+    ids = torch.tensor([[PAD, 72, 101], [87, 104, 121]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    output = model.generate(
+        input_ids=ids, attention_mask=mask, generation_config=model.generation_config, streamer=timer
+    )
+    assert output.shape[1] - ids.shape[1] == 7
+    assert len(timer.step_times) == 7
+    assert timer.step_times == sorted(timer.step_times)
+    assert timer.ended
+
+
+def test_latency_figures_with_ignore_eos(model_path: str) -> None:
+    batch_size, max_tokens = 4, 6
+    engine = loaded(model_path, settings={"batch_size": batch_size}, max_output_tokens=max_tokens)
+    result = engine.run_batch(PROMPTS[:batch_size])
+    wall = result.wall_time_s
+    assert len(result.ttft_s) == batch_size
+    assert all(t > 0 for t in result.ttft_s)
+    assert len(result.per_request_time_s) == batch_size
+    for ttft, e2e in zip(result.ttft_s, result.per_request_time_s):
+        assert ttft <= e2e <= wall + EPSILON
+    assert len(result.itl_s) == batch_size * (max_tokens - 1)
+    assert all(gap >= 0 for gap in result.itl_s)
+    # each request's gaps add up to the time from its first token to its last
+    for index, (ttft, e2e) in enumerate(zip(result.ttft_s, result.per_request_time_s)):
+        gaps = result.itl_s[index * (max_tokens - 1) : (index + 1) * (max_tokens - 1)]
+        assert ttft + sum(gaps) == pytest.approx(e2e, abs=1e-9)
+
+
+def test_a_request_that_stops_at_eos_ends_before_its_batch(
+    model_path: str, greedy_alone: list[list[int]]
+) -> None:
+    """Row 0 meets its EOS at its third token while other rows run all 24 steps: its result is
+    ready at step 3, well before the batch's generate returns."""
+    emitted = greedy_alone[0][2]
+    engine = loaded(
+        model_path,
+        max_output_tokens=24,
+        settings={"batch_size": len(PROMPTS)},
+        ignore_eos=False,
+        eos_token_ids=(emitted,),
+    )
+    result = engine.run_batch(PROMPTS)
+    lengths = [len(row) for row in result.output_token_ids]
+    assert lengths[0] == 3
+    longest = lengths.index(24)  # the batch ran on past row 0's EOS
+    e2e = result.per_request_time_s
+    assert e2e[0] < e2e[longest] <= result.wall_time_s + EPSILON
+    assert e2e[0] < result.wall_time_s
+    # gaps are over counted tokens only, per request in batch order
+    assert len(result.itl_s) == sum(n - 1 for n in lengths)
+    offsets = [sum(n - 1 for n in lengths[:i]) for i in range(len(lengths))]
+    own_gaps = [result.itl_s[offsets[i] : offsets[i] + lengths[i] - 1] for i in range(len(lengths))]
+    for index, gaps in enumerate(own_gaps):
+        # end-to-end is the step time of the request's own last counted token
+        assert result.ttft_s[index] + sum(gaps) == pytest.approx(e2e[index], abs=1e-9)
+    # a static batch shares its steps: row 0's two gaps are the batch's first two
+    assert own_gaps[0] == own_gaps[longest][:2]
+    assert len(set(result.ttft_s)) == 1
+
+
+def test_latency_falls_back_to_wall_time_when_steps_are_not_timed(
+    model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a transformers release stream differently, no figure is made up."""
+    monkeypatch.setattr(_StepTimer, "put", lambda self, value: None)
+    engine = loaded(model_path, settings={"batch_size": 2}, max_output_tokens=4)
+    result = engine.run_batch(PROMPTS[:2])
+    assert result.per_request_time_s == [result.wall_time_s] * 2
+    assert result.ttft_s == [] and result.itl_s == []
+    assert [len(row) for row in result.output_token_ids] == [4, 4]
 
 
 # -- what the engine reports -----------------------------------------------------------------
