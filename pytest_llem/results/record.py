@@ -8,6 +8,7 @@ headline is per *output* token.
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -42,9 +43,10 @@ def _latency_summary(values: list[float]) -> dict[str, float] | None:
     ordered = sorted(values)
 
     def pct(q: float) -> float:
-        # Nearest-rank percentile: a value that was actually observed.
-        index = min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))
-        return ordered[index]
+        # Nearest-rank percentile (the ceil(q n)-th value): always one actually observed. The
+        # rounding guard keeps q n = 95.00000000000001 from jumping a rank.
+        rank = math.ceil(round(q * len(ordered), 9))
+        return ordered[min(len(ordered), max(1, rank)) - 1]
 
     return {
         "mean": statistics.fmean(ordered),
@@ -87,6 +89,11 @@ def build_result(
     warnings = list(measurement.get("warnings", []))
     if energy["unavailable_reason"]:
         warnings.append(f"no energy figures: {energy['unavailable_reason']}")
+    elif total_j is not None and baseline_w is not None and window and baseline_w * window > total_j:
+        warnings.append(
+            f"idle baseline {baseline_w:.1f} W is above the window's mean power {total_j / window:.1f} W:"
+            " adjusted energy was clamped to zero; re-measure the baseline"
+        )
     elif baseline_w is None and measurement.get("baseline_unavailable_reason"):
         warnings.append(f"no baseline-adjusted figures: {measurement['baseline_unavailable_reason']}")
     record: dict[str, Any] = {

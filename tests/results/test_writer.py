@@ -1,0 +1,298 @@
+"""results/writer.py: contained directory names, atomic writes, secret scrubbing, stamps."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pytest_llem.results import writer
+from pytest_llem.results.writer import (
+    REDACTED,
+    cell_dir_name,
+    contained,
+    make_study_dir,
+    scrub,
+    secret_values,
+    utc_stamp,
+    write_json_atomic,
+    write_text_atomic,
+)
+from pytest_llem.study.ids import sanitise
+
+HASH = "0123456789abcdef"
+
+HOSTILE_MODELS = [
+    "../../x",
+    "..",
+    "../",
+    "/etc/passwd",
+    "C:\\evil",
+    "C:\\Windows\\..\\..\\System32",
+    "a b::c=d[e]",
+    "org/model..name/..",
+    "a..b",
+    "....",
+    "x/../../../../y",
+    "///",
+    "\\\\\\",
+    "",
+    ".",
+    " ",
+    "~/.ssh/id_rsa",
+    "$(rm -rf /)",
+    "name\nwith\nnewlines\tand\ttabs",
+    "null\x00byte",
+    "模型/名字",
+    "m" * 5000,
+    "../" * 300 + "escape",
+    "meta-llama/Llama-3.1-8B-Instruct",
+]
+
+CELL_NAME = re.compile(r"^(\d{3,})_(c\d+)_([\w.+-]+)-([\w.+-]+)_([0-9a-f]{16})$")
+
+
+@pytest.fixture
+def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove any secret-looking variables the host environment happens to have."""
+    for name in list(os.environ):
+        if writer._SECRET_NAME.search(name):
+            monkeypatch.delenv(name)
+
+
+# --- cell_dir_name + contained ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", HOSTILE_MODELS, ids=lambda m: repr(m)[:40])
+@pytest.mark.parametrize("engine", ["transformers", "../vllm", "tensor/rt"])
+def test_cell_dir_is_directly_inside_study_dir(tmp_path: Path, model: str, engine: str) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    name = cell_dir_name(7, "c2", model, engine, HASH)
+    match = CELL_NAME.match(name)
+    assert match, name
+    engine_part = sanitise(engine)
+    assert engine_part in ("transformers", "vllm", "tensor--rt")
+    prefix, suffix = "007_c2_", f"-{engine_part}_{HASH}"
+    assert name.startswith(prefix) and name.endswith(suffix), name
+    model_part = name[len(prefix) : -len(suffix)]
+    assert ".." not in name
+    assert "/" not in name and "\\" not in name
+    assert model_part and not model_part.startswith((".", "_", "-")) and not model_part.endswith((".", "_", "-"))
+    assert len(model_part) <= 60
+    assert len(name) < 255  # a valid file name on every common file system
+
+    path = contained(study, name)
+    assert path.parent == study.resolve()
+    assert path.name == name
+    path.mkdir()  # it really is creatable, and lands in the study dir
+    assert [p.name for p in study.iterdir()] == [name]
+
+
+def test_cell_dir_name_form_and_width() -> None:
+    assert cell_dir_name(1, "c0", "org/model", "vllm", HASH) == f"001_c0_org--model-vllm_{HASH}"
+    assert cell_dir_name(12, "c3", "m", "transformers", HASH, width=4).startswith("0012_c3_m-transformers_")
+    # Trailing separators do not wipe the name out, and the tail keeps the distinctive part.
+    assert cell_dir_name(1, "c0", "org/model/", "vllm", HASH) == f"001_c0_org--model-vllm_{HASH}"
+    long_name = "org/" + "a" * 100 + "-Instruct"
+    assert cell_dir_name(1, "c0", long_name, "vllm", HASH).split("_")[2].endswith("-Instruct-vllm")
+
+
+def test_cell_dir_names_sort_in_run_order() -> None:
+    names = [cell_dir_name(i, f"c{i % 2}", "m", "vllm", HASH) for i in range(1, 120)]
+    assert sorted(names) == names
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", ".", "", "../x", "../../etc", "a/../..", "a/b", "/etc", "/tmp/x", "sub/child", "a/..", "./.."],
+)
+def test_contained_refuses_names_that_leave_root(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError):
+        contained(tmp_path, name)
+
+
+def test_contained_refuses_symlink_out_of_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError):
+        contained(root, "link")
+
+
+def test_contained_accepts_plain_name_and_symlinked_root(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(real, target_is_directory=True)
+    assert contained(alias, "001_c0_m-vllm_x") == real.resolve() / "001_c0_m-vllm_x"
+    assert contained(real, "a..b") == real.resolve() / "a..b"  # '..' inside a name is not a component
+
+
+# --- make_study_dir ---------------------------------------------------------------------
+
+
+def test_make_study_dir_twice_same_stamp_gives_distinct_dirs(tmp_path: Path) -> None:
+    root = tmp_path / "results"  # not created yet: make_study_dir creates it
+    stamp = "2026-05-07T14-32-08"
+    first = make_study_dir(root, "my study", stamp)
+    second = make_study_dir(root, "my study", stamp)
+    third = make_study_dir(root, "my study", stamp)
+    assert len({first, second, third}) == 3
+    for path in (first, second, third):
+        assert path.is_dir()
+        assert path.parent == root.resolve()
+    assert first.name == f"my_study_{stamp}"
+    assert second.name == f"my_study_{stamp}-2"
+    assert third.name == f"my_study_{stamp}-3"
+
+
+@pytest.mark.parametrize("study_name", ["../../escape", "/etc", "..", "a/b/c", "x" * 500, "", "C:\\evil"])
+def test_make_study_dir_hostile_study_names_stay_inside(tmp_path: Path, study_name: str) -> None:
+    root = tmp_path / "results"
+    stamp = "2026-05-07T14-32-08"
+    path = make_study_dir(root, study_name, stamp)
+    assert path.parent == root.resolve()
+    assert path.name.endswith(stamp)
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]
+
+
+# --- atomic writes ----------------------------------------------------------------------
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))
+
+
+def test_write_json_atomic_writes_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "result.json"  # parents are created
+    write_json_atomic(target, {"a": 1, "b": [1, 2]})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1, "b": [1, 2]}
+    write_json_atomic(target, {"c": "replaced"})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"c": "replaced"}
+    assert target.read_text(encoding="utf-8").endswith("\n")
+    assert _leftovers(target.parent) == []
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]
+
+
+def test_write_json_atomic_uses_default_str(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    write_json_atomic(target, {"path": Path("/a/b"), "when": datetime(2026, 1, 2, tzinfo=timezone.utc)})
+    data = json.loads(target.read_text(encoding="utf-8"))
+    assert data == {"path": "/a/b", "when": "2026-01-02 00:00:00+00:00"}
+
+
+def test_write_json_atomic_serialisation_failure_keeps_previous(tmp_path: Path, no_secrets: None) -> None:
+    target = tmp_path / "manifest.json"
+    write_json_atomic(target, {"ok": True})
+    before = target.read_bytes()
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {("tuple", "key"): 1})  # json rejects non-string-like keys
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="[Cc]ircular"):
+        write_json_atomic(target, {"loop": circular})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_write_failure_after_temp_created_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"version": 1})
+    before = target.read_bytes()
+
+    def boom(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk on fire")
+
+    with monkeypatch.context() as m:
+        m.setattr("pytest_llem.results.writer.os.replace", boom)
+        with pytest.raises(OSError, match="disk on fire"):
+            write_json_atomic(target, {"version": 2})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+    with monkeypatch.context() as m:
+        m.setattr("pytest_llem.results.writer.os.fsync", boom)
+        with pytest.raises(OSError):
+            write_text_atomic(target, "half")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_write_json_atomic_scrubs_secrets(tmp_path: Path, no_secrets: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_SuperSecretValue123")
+    target = tmp_path / "effective_config.json"
+    write_json_atomic(target, {"env": {"token": "hf_SuperSecretValue123"}, "cmd": ["--token=hf_SuperSecretValue123"]})
+    text = target.read_text(encoding="utf-8")
+    assert "hf_SuperSecretValue123" not in text
+    assert json.loads(text) == {"env": {"token": REDACTED}, "cmd": [f"--token={REDACTED}"]}
+
+
+# --- scrub ------------------------------------------------------------------------------
+
+
+def test_scrub_replaces_secret_values_everywhere(no_secrets: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    monkeypatch.setenv("MY_API_KEY", "sk-live-0987654321")
+    monkeypatch.setenv("DB_PASSWORD", "correct horse battery")
+    monkeypatch.setenv("GITHUB_TOKEN", "tiny")  # < 6 chars: left alone
+    monkeypatch.setenv("MY_LOG_DIR", "/opt/not/secret/at/all")  # not a secret name
+    path_value = os.environ.get("PATH", "/usr/bin:/bin")
+    data = {
+        "hf_abcdefghijklmnop": "key is a secret",
+        "nested": {"list": ["x sk-live-0987654321 y", ("tuple", "correct horse battery")], "n": 3, "none": None},
+        "short": "tiny tiny",
+        "dir": "/opt/not/secret/at/all",
+        "path": path_value,
+        "number": 1.5,
+    }
+    out = scrub(data)
+    assert out == {
+        REDACTED: "key is a secret",
+        "nested": {"list": [f"x {REDACTED} y", ["tuple", REDACTED]], "n": 3, "none": None},
+        "short": "tiny tiny",
+        "dir": "/opt/not/secret/at/all",
+        "path": path_value,
+        "number": 1.5,
+    }
+    # The input is not modified.
+    assert data["nested"]["list"][0] == "x sk-live-0987654321 y"  # type: ignore[index]
+
+
+def test_secret_values_filters_by_name_and_length(no_secrets: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    monkeypatch.setenv("aws_secret_access_key", "lowercase-name-secret")
+    monkeypatch.setenv("SERVICE_CREDENTIALS", "cred-123456")
+    monkeypatch.setenv("X_PASSWD", "12345")  # 5 chars: too short
+    monkeypatch.setenv("SIX_TOKEN", "123456")  # exactly 6: kept
+    monkeypatch.setenv("PATHLIKE", "/usr/local/bin")
+    values = secret_values()
+    assert set(values) == {"hf_abcdefghijklmnop", "lowercase-name-secret", "cred-123456", "123456"}
+    assert [len(v) for v in values] == sorted((len(v) for v in values), reverse=True)
+
+
+def test_scrub_longer_secret_first(no_secrets: None) -> None:
+    # A secret that contains another must be redacted whole, not leave its tail behind.
+    assert scrub("pw=abcdef-long-tail", ["abcdef-long-tail", "abcdef"]) == f"pw={REDACTED}"
+
+
+def test_scrub_without_secrets_is_identity(no_secrets: None) -> None:
+    data = {"a": ["b", {"c": 1}]}
+    assert scrub(data) == data
+
+
+# --- stamps -----------------------------------------------------------------------------
+
+
+def test_utc_stamp_format() -> None:
+    assert utc_stamp(datetime(2026, 5, 7, 14, 32, 8, 999, tzinfo=timezone.utc)) == "2026-05-07T14-32-08"
+    now = utc_stamp()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}", now)
+    parsed = datetime.strptime(now, "%Y-%m-%dT%H-%M-%S").replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 5
