@@ -29,6 +29,7 @@ from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from pytest_llem.engines.latency import batch_latencies
+from pytest_llem.energy._nvml import nvml_uuid
 from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import load_causal_lm
@@ -133,7 +134,7 @@ class TransformersEngine:
             return []
         index = _cuda_index(self._device)
         props = torch.cuda.get_device_properties(index)
-        return [GpuRef(uuid=_nvml_uuid(props.uuid), name=str(props.name), cuda_index=index)]
+        return [GpuRef(uuid=nvml_uuid(props.uuid), name=str(props.name), cuda_index=index)]
 
     @property
     def device_description(self) -> str:
@@ -358,12 +359,6 @@ def _pick_device(requested: str) -> torch.device:
 
 def _cuda_index(device: torch.device) -> int:
     return device.index if device.index is not None else 0
-
-
-def _nvml_uuid(raw: Any) -> str:
-    """NVML names GPUs ``GPU-<uuid>`` (MIG slices ``MIG-<uuid>``); torch gives the bare UUID."""
-    text = str(raw)
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
 
 
 def _dtype_keyword() -> str:
