@@ -48,6 +48,13 @@ def test_a_crashing_cell_fails_alone_and_the_session_goes_on(
     }
     manifest = manifest_of(pytester.path)
     assert manifest["summary"]["completed"] == 1 and manifest["summary"]["failed"] == 4
+    (ok,) = [e for e in manifest["experiments"] if e["status"] == "completed"]
+    (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir()]
+    record = json.loads((study_dir / ok["result_path"]).read_text())
+    # 4 requests a pass of 4 tokens each: one TTFT per request and 3 gaps after it.
+    assert record["total_requests"] % 4 == 0 and record["total_tokens"] == 4 * record["total_requests"]
+    assert record["ttft_s"]["median"] > 0 and record["itl_s"]["min"] >= 0
+    assert record["request_latency_s"]["max"] <= record["batch_latency_s"]["max"]
     assert manifest["end_time"] is not None
 
 

@@ -70,9 +70,19 @@ class _Model(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.proj.weight.dtype
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config: Any) -> torch.Tensor:
-        new = torch.full((input_ids.shape[0], generation_config.max_new_tokens), 7, dtype=input_ids.dtype)
-        time.sleep(0.002)
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config: Any, streamer: Any = None
+    ) -> torch.Tensor:
+        steps = generation_config.max_new_tokens
+        new = torch.full((input_ids.shape[0], steps), 7, dtype=input_ids.dtype)
+        if streamer is not None:
+            streamer.put(input_ids)
+        for step in range(steps):
+            time.sleep(0.0005)
+            if streamer is not None:
+                streamer.put(new[:, step])
+        if streamer is not None:
+            streamer.end()
         return torch.cat([input_ids, new], dim=1)
 
 
