@@ -39,6 +39,10 @@ class MeasurementRefused(LlemError):
     """The cell's conditions make a trustworthy measurement impossible (MIG, a busy GPU)."""
 
 
+class LimitBreached(LlemError):
+    """A cell was measured, and a figure broke a limit (or could not be judged)."""
+
+
 class CellError(LlemError):
     """A single cell failed; the session goes on.
 

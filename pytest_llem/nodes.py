@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from pytest_llem.errors import CellError, StudyError
+from pytest_llem.errors import CellError, LimitBreached, StudyError
 from pytest_llem.study.study import Configuration, Study, load_study
 
 
@@ -65,6 +65,8 @@ class CellItem(pytest.Function):
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         exc = excinfo.value
+        if isinstance(exc, LimitBreached):
+            return f"LimitBreached: {exc}"
         if isinstance(exc, CellError):
             parts = [f"{type(exc).__name__}: {exc}"]
             if exc.child_traceback:

@@ -38,7 +38,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help="Time limit per cell, overriding execution.experiment_timeout_seconds.",
     )
+    group.addoption(
+        "--llem-limit",
+        dest="llem_limits",
+        action="append",
+        default=[],
+        metavar="METRIC.max:N",
+        help="A limit every cell must meet, e.g. mj_per_tok_adjusted.max:50 or avg_tokens_per_second.min:1000"
+        " (repeatable; adds to the study's expect:).",
+    )
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
+    parser.addini("llem_limits", "Limits every cell must meet (one METRIC.max:N per line).", type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,7 +57,26 @@ def pytest_configure(config: pytest.Config) -> None:
         "llem(cycle, engine, model, precision, **swept_fields): a pytest-llem cell; select with"
         " -m \"llem(engine='vllm', cycle=0)\"",
     )
-    config.pluginmanager.register(LlemSession(config), SESSION_PLUGIN_NAME)
+    session = LlemSession(config)
+    session.cli_limits = _command_line_limits(config)
+    config.pluginmanager.register(session, SESSION_PLUGIN_NAME)
+
+
+def _command_line_limits(config: pytest.Config) -> list[Any]:
+    """Limits from ``--llem-limit`` and the ``llem_limits`` ini key; a bad one is a usage error."""
+    if not (config.getoption("llem_limits") or config.getini("llem_limits")):
+        return []
+    from pytest_llem.verdicts.limits import LimitSyntaxError, parse_cli_limit
+
+    limits = []
+    sources = [(t, "--llem-limit") for t in config.getoption("llem_limits")]
+    sources += [(t, "ini llem_limits") for t in config.getini("llem_limits")]
+    for text, source in sources:
+        try:
+            limits.append(parse_cli_limit(text, source))
+        except LimitSyntaxError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return limits
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -90,6 +119,7 @@ class LlemSession:
         self.config = config
         self.runs: dict[Path, StudyRun] = {}
         self.stamp: str | None = None
+        self.cli_limits: list[Any] = []
 
     def results_root(self, item: CellItem) -> Path:
         chosen = (
@@ -154,6 +184,39 @@ class LlemSession:
         item.llem_report["cell_dir"] = str(outcome.cell_dir)  # type: ignore[attr-defined]
         for key in ("mj_per_tok_total", "mj_per_tok_adjusted", "avg_tokens_per_second", "total_energy_j"):
             item.user_properties.append((f"llem_{key}", record.get(key)))
+        self._check_limits(item, run, outcome)
+
+    def _check_limits(self, item: CellItem, run: StudyRun, outcome: Any) -> None:
+        """Judge the record against the study's ``expect:`` and the command line's limits."""
+        from pytest_llem.errors import LimitBreached
+        from pytest_llem.verdicts.limits import Limit, breaches
+
+        config = item.configuration.config
+        assert config is not None
+        where = item.configuration.expect_lines
+        limits: list[Limit] = []
+        for metric, bounds in config.expect.items():
+            source = f"{item.study.path.name}:{where.get(metric, 1)}"
+            if bounds.min is not None:
+                limits.append(Limit(metric, "min", bounds.min, source))
+            if bounds.max is not None:
+                limits.append(Limit(metric, "max", bounds.max, source))
+        limits += self.cli_limits
+        found = breaches(outcome.record or {}, limits)
+        item.llem_report["limits"] = [limit.describe() for limit in limits]  # type: ignore[attr-defined]
+        item.llem_report["limit_breaches"] = found  # type: ignore[attr-defined]
+        if not limits:
+            return
+        run.manifest.update(
+            outcome.cell.experiment_id(run.study), "completed", verdict="failed" if found else "passed", limit_breaches=found
+        )
+        if found:
+            result_path = outcome.cell_dir / "result.json" if outcome.cell_dir else None
+            raise LimitBreached(
+                f"{len(found)} limit{'s' if len(found) > 1 else ''} breached:\n  "
+                + "\n  ".join(found)
+                + (f"\n  result: {result_path}" if result_path else "")
+            )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:

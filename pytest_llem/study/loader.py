@@ -148,7 +148,13 @@ def format_error(
         hint = suggest(str(loc[-1]), sorted(owner.model_fields)) if owner is not None else ""
         allowed = f"; allowed here: {', '.join(sorted(owner.model_fields))}" if owner is not None else ""
         return f"{where}: {dotted(key_path)}: unknown key{hint}{allowed}"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
+    if loc and loc[-1] == "[key]":  # a bad mapping key: point at the key itself
+        loc = loc[:-1]
+        key_path = loc_prefix + loc
+        line = lines.line_of(source_path if source_path is not None else key_path)
+        where = f"{file}:{line}" if line is not None else str(file)
+        return f"{where}: {dotted(key_path)}: {message}"
     if error["type"] == "literal_error":
         message = f"expected {message.removeprefix('Input should be ')}"
     got = "" if error["type"] == "missing" else f" (got {_short(error.get('input'))})"

@@ -11,10 +11,12 @@ SKIPPED item with the reason, while type errors and unknown keys are errors of t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from pytest_llem.study.metrics import LimitSyntaxError, check_metric
 
 ENGINES: tuple[str, ...] = ("transformers", "vllm", "tensorrt")
 EngineName = Literal["transformers", "vllm", "tensorrt"]
@@ -152,6 +154,33 @@ class OutputConfig(_Strict):
     save_timeseries: bool = True
 
 
+def _known_metric(metric: str) -> str:
+    try:
+        check_metric(metric)
+    except LimitSyntaxError as exc:
+        raise ValueError(str(exc)) from None
+    return metric
+
+
+#: A figure of the record that a limit may name (see study/metrics.py).
+MetricName = Annotated[str, AfterValidator(_known_metric)]
+
+
+class ExpectBounds(_Strict):
+    """Bounds on one figure of a cell's record; a breach fails the cell."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> ExpectBounds:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
 class ExperimentConfig(_Strict):
     """One fully resolved experiment: what a single cell measures."""
 
@@ -169,6 +198,10 @@ class ExperimentConfig(_Strict):
     tensorrt: TensorrtConfig = Field(default_factory=TensorrtConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    expect: dict[MetricName, ExpectBounds] = Field(
+        default_factory=dict,
+        description="Limits per cell, e.g. {mj_per_tok_adjusted: {max: 50}, avg_tokens_per_second: {min: 1000}}.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -244,4 +277,4 @@ class StudyDocument(ExperimentConfig):
 STUDY_ONLY_KEYS: frozenset[str] = frozenset({"name", "id", "sweep", "experiments", "execution"})
 
 #: Fields that cannot change a measurement, left out of every hash.
-NON_MEASUREMENT_FIELDS: frozenset[str] = frozenset({"output"})
+NON_MEASUREMENT_FIELDS: frozenset[str] = frozenset({"output", "expect"})

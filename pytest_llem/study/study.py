@@ -55,6 +55,7 @@ class Configuration:
     swept: dict[str, Any]  # the values that distinguish it (dotted path -> value)
     line: int  # 1-based line of the YAML that defines it
     config_hash: str | None
+    expect_lines: dict[str, int] = field(default_factory=dict)  # line of each `expect:` limit
 
     @property
     def runnable(self) -> bool:
@@ -124,6 +125,18 @@ def _source_of(loc: Path_, overrides: list[Override]) -> Path_ | None:
         if dotted_loc == override.path or dotted_loc.startswith(override.path + ".") or override.path.startswith(dotted_loc + "."):
             return override.origin
     return None
+
+
+def _expect_lines(config: ExperimentConfig | None, cell: RawCell, lines: LineMap) -> dict[str, int]:
+    """Where each limit of a configuration was written: its override, or the shared ``expect:``."""
+    if config is None:
+        return {}
+    out: dict[str, int] = {}
+    for metric in config.expect:
+        origin = next((o.origin for o in reversed(cell.overrides) if o.path.startswith(f"expect.{metric}")), None)
+        line = lines.line_of(origin) if origin is not None else lines.line_of(("expect", metric))
+        out[metric] = line or 1
+    return out
 
 
 def _flat_lookup(data: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +249,7 @@ def load_study(path: str | Path) -> Study:
                 swept={**({"engine": cell.engine} if len(engines) > 1 else {}), **{o.path: o.value for o in cell.overrides if o.in_id}},
                 line=lines.line_of(first_origin) or 1,
                 config_hash=measurement_config_hash(config) if config is not None else None,
+                expect_lines=_expect_lines(config, cell, lines),
             )
         )
 

@@ -78,11 +78,16 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+#: Mappings whose keys are names with dots of their own (``expect: {ttft_s.p95: ...}``), kept whole.
+OPAQUE_KEYS = frozenset({"expect"})
+
+
 def expand_dotted_keys(data: dict[str, Any]) -> dict[str, Any]:
     """``{'transformers.batch_size': 8}`` -> ``{'transformers': {'batch_size': 8}}``, recursively."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        value = expand_dotted_keys(value) if isinstance(value, dict) else value
+        opaque = key in OPAQUE_KEYS
+        value = expand_dotted_keys(value) if isinstance(value, dict) and not opaque else value
         if isinstance(key, str) and "." in key:
             nested: dict[str, Any] = {}
             set_dotted(nested, key, value)
@@ -130,7 +135,7 @@ def expand_flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, An
     out: list[tuple[str, Any]] = []
     for key, value in mapping.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and path not in OPAQUE_KEYS:
             out.extend(expand_flat(value, path))
         else:
             out.append((path, value))

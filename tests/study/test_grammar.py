@@ -329,8 +329,8 @@ def test_warmup_bounds(problems):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('model: ""\n', ":1: model: Value error, model must not be empty (got '')"),
-        ("model: llem-tiny\nprompts: []\n", ":2: prompts: Value error, prompts must be a non-empty list"),
+        ('model: ""\n', ":1: model: model must not be empty (got '')"),
+        ("model: llem-tiny\nprompts: []\n", ":2: prompts: prompts must be a non-empty list"),
         ("model: llem-tiny\nname: [a]\n", ":2: name: expected a string, got ['a']"),
         ("model: llem-tiny\nid: 3\n", ":2: id: expected a template string"),
         ("model: llem-tiny\nsweep: 5\n", ":2: sweep: expected a mapping of axes, got int"),

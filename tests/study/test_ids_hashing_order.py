@@ -415,7 +415,7 @@ def test_every_cell_of_a_sweep_has_its_own_hash(load):
 
 def test_measurement_fields_leave_out_only_output_and_other_engines():
     config = ExperimentConfig(engine="vllm")
-    assert set(measurement_fields(config)) == set(ExperimentConfig.model_fields) - {"output", "transformers", "tensorrt"}
+    assert set(measurement_fields(config)) == set(ExperimentConfig.model_fields) - {"output", "expect", "transformers", "tensorrt"}
 
 
 # --------------------------------------------------------------------------- study_design_hash

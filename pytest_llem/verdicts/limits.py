@@ -1,0 +1,73 @@
+"""Absolute limits per cell: ``expect:`` in the study and ``--llem-limit`` on the command line.
+
+A limit is a bound on one figure of a cell's record (``mj_per_tok_adjusted`` at most 50,
+``avg_tokens_per_second`` at least 1000, ``ttft_s.p95`` at most 0.5). A breach fails that cell as
+an ordinary test failure; a limit on a figure the cell could not measure (no energy source, no
+baseline) fails too, with the reason, because a gate that passes when nothing was measured is
+worse than no gate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pytest_llem.study.metrics import LIMIT_METRICS, LimitSyntaxError, check_metric
+
+__all__ = ["LIMIT_METRICS", "Limit", "LimitSyntaxError", "breaches", "check_metric", "parse_cli_limit", "value_of"]
+
+Bound = Literal["min", "max"]
+
+_CLI = re.compile(r"^(?P<metric>[a-z_][a-z0-9_.]*)\.(?P<bound>min|max):(?P<value>[-+]?[0-9.]+(?:e[-+]?[0-9]+)?)$", re.I)
+
+
+@dataclass(frozen=True)
+class Limit:
+    metric: str
+    bound: Bound
+    value: float
+    source: str  # where it was set: "file.llem.yaml:12" or "--llem-limit"
+
+    def describe(self) -> str:
+        unit = LIMIT_METRICS.get(self.metric, "")
+        return f"{self.metric} {'<=' if self.bound == 'max' else '>='} {self.value:g} {unit}".rstrip()
+
+
+def parse_cli_limit(text: str, source: str = "--llem-limit") -> Limit:
+    """``mj_per_tok_adjusted.max:50`` -> a limit."""
+    match = _CLI.match(text.strip())
+    if match is None:
+        raise LimitSyntaxError(f"{source} {text!r}: expected METRIC.max:VALUE or METRIC.min:VALUE, e.g. mj_per_tok_adjusted.max:50")
+    check_metric(match["metric"])
+    return Limit(match["metric"], match["bound"].lower(), float(match["value"]), source)  # type: ignore[arg-type]
+
+
+def value_of(record: dict[str, Any], metric: str) -> Any:
+    """A figure by dotted path (``ttft_s.p95``); None where any step is missing or null."""
+    node: Any = record
+    for part in metric.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def why_missing(record: dict[str, Any], metric: str) -> str:
+    if "adjusted" in metric and record.get("total_energy_j") is not None:
+        return record.get("baseline_unavailable_reason") or "no idle baseline was measured"
+    if "energy" in metric or "mj_per_tok" in metric:
+        return record.get("energy_unavailable_reason") or "no energy was measured"
+    return "the engine did not report it"
+
+
+def breaches(record: dict[str, Any], limits: list[Limit]) -> list[str]:
+    """One sentence per limit the record breaks, or cannot be judged against."""
+    out: list[str] = []
+    for limit in limits:
+        value = value_of(record, limit.metric)
+        if value is None:
+            out.append(f"{limit.describe()} ({limit.source}): not measured: {why_missing(record, limit.metric)}")
+        elif (limit.bound == "max" and value > limit.value) or (limit.bound == "min" and value < limit.value):
+            out.append(f"{limit.metric} = {value:.6g}, breaks {limit.describe()} ({limit.source})")
+    return out

@@ -1,0 +1,335 @@
+"""Repetition statistics: per-configuration summaries of the headline metrics across cycles.
+
+Each experiment configuration is run for several cycles; this module groups the per-cycle
+records (``result.json`` figures, with the resolved experiment config under ``"config"``) and
+summarises each metric with mean, median, sample standard deviation, coefficient of variation
+and a bootstrap confidence interval of the mean (``scipy.stats.bootstrap``: BCa where the sample
+allows, percentile otherwise). Pure computation plus two writers; no pytest, no torch.
+
+Confidence-interval methods, recorded per summary in ``ci_method``:
+
+- ``"bca"``: bias-corrected and accelerated bootstrap (n >= 3, values not all equal).
+- ``"percentile"``: percentile bootstrap, used for n == 2 and wherever BCa cannot be computed
+  (scipy warns that the data are degenerate, or returns NaN bounds).
+- ``"degenerate"``: all values equal (n >= 2); the interval is the single value, width zero.
+- ``None``: fewer than two values; no interval (bounds are None).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from pytest_llem.results.writer import write_json_atomic, write_text_atomic
+
+#: Metrics summarised by default, as dotted paths into a record.
+METRICS: tuple[str, ...] = (
+    "mj_per_tok_total",
+    "mj_per_tok_adjusted",
+    "avg_tokens_per_second",
+    "total_energy_j",
+    "energy_adjusted_j",
+    "total_inference_time_sec",
+    "ttft_s.median",
+    "itl_s.median",
+    "request_latency_s.median",
+    "request_latency_s.p95",
+)
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+
+CI_METHOD_NOTES: dict[str, str] = {
+    "bca": "bias-corrected and accelerated bootstrap of the mean (scipy.stats.bootstrap, method='BCa')",
+    "percentile": "percentile bootstrap of the mean (scipy.stats.bootstrap, method='percentile'); used for"
+    " n == 2 and where BCa cannot be computed",
+    "degenerate": "all values equal: the interval is the value itself, width zero",
+    "null": "fewer than two values: no interval",
+}
+
+CSV_STAT_COLUMNS: tuple[str, ...] = (
+    "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method",
+)  # fmt: skip
+
+_MISSING = object()
+
+# scipy >= 1.15 takes the generator as ``rng`` (SPEC 7) and may one day deprecate
+# ``random_state``; with a Generator both draw identically.
+_RNG_KWARG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric over the cycles of one configuration."""
+
+    metric: str
+    n: int
+    mean: float | None
+    median: float | None
+    std: float | None
+    cv: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str | None
+    values: tuple[float, ...]
+    confidence: float = 0.95
+    n_resamples: int = 9999
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "n": self.n,
+            "mean": self.mean,
+            "median": self.median,
+            "std": self.std,
+            "cv": self.cv,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "ci_method": self.ci_method,
+            "confidence": self.confidence,
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "values": list(self.values),
+        }
+
+
+@dataclass
+class GroupSummary:
+    """All metrics of one group of records (by default: one measurement configuration)."""
+
+    key: dict[str, Any]
+    config_ids: list[str]
+    n_records: int
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": dict(self.key),
+            "config_ids": list(self.config_ids),
+            "n_records": self.n_records,
+            "metrics": {name: summary.to_json() for name, summary in self.metrics.items()},
+        }
+
+
+def _bootstrap(data: np.ndarray[Any, Any], method: str, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    kwargs: dict[str, Any] = {_RNG_KWARG: np.random.default_rng(seed)}
+    result = stats.bootstrap(
+        (data,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method=method, **kwargs
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def summarise(
+    values: Sequence[float | None],
+    metric: str,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> MetricSummary:
+    """Mean, median, sample std, CV and a bootstrap CI of the mean of ``values``.
+
+    None (and NaN) values are left out; ``n`` counts the values present. The bootstrap is
+    seeded, so the same input and seed give the same interval.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    present = tuple(float(v) for v in values if v is not None and not math.isnan(v))
+    n = len(present)
+    common: dict[str, Any] = {
+        "metric": metric, "n": n, "values": present,
+        "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
+    }  # fmt: skip
+    if n == 0:
+        return MetricSummary(
+            mean=None, median=None, std=None, cv=None, ci_low=None, ci_high=None, ci_method=None, **common
+        )
+    data = np.asarray(present, dtype=float)
+    mean = float(np.mean(data))
+    median = float(np.median(data))
+    if n == 1:
+        return MetricSummary(
+            mean=mean, median=median, std=None, cv=None, ci_low=None, ci_high=None, ci_method=None, **common
+        )
+    std = float(np.std(data, ddof=1))
+    cv = std / mean if mean != 0 else None
+    if all(v == present[0] for v in present):
+        return MetricSummary(
+            mean=mean, median=median, std=std, cv=cv, ci_low=mean, ci_high=mean, ci_method="degenerate", **common
+        )
+
+    bounds: tuple[float, float] | None = None
+    method = "percentile"
+    if n >= 3:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with np.errstate(all="ignore"):
+                low, high = _bootstrap(data, "BCa", confidence, n_resamples, seed)
+        degenerate = any(issubclass(w.category, stats.DegenerateDataWarning) for w in caught)
+        for w in caught:  # pass on anything but the known "BCa cannot be calculated" warning
+            if not issubclass(w.category, stats.DegenerateDataWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not degenerate and math.isfinite(low) and math.isfinite(high):
+            bounds, method = (low, high), "bca"
+    if bounds is None:
+        bounds = _bootstrap(data, "percentile", confidence, n_resamples, seed)
+    return MetricSummary(
+        mean=mean, median=median, std=std, cv=cv, ci_low=bounds[0], ci_high=bounds[1], ci_method=method, **common
+    )
+
+
+def _walk(data: Any, path: str) -> Any:
+    node = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def lookup(record: Mapping[str, Any], path: str) -> Any:
+    """The value at dotted ``path``: in the record first, then in ``record["config"]``.
+
+    Raises KeyError naming the path (and some available keys) when neither has it.
+    """
+    value = _walk(record, path)
+    if value is _MISSING:
+        config = record.get("config")
+        if isinstance(config, Mapping):
+            value = _walk(config, path)
+    if value is _MISSING:
+        top = sorted(str(k) for k in record)[:12]
+        config = record.get("config")
+        cfg = sorted(str(k) for k in config)[:12] if isinstance(config, Mapping) else []
+        raise KeyError(
+            f"no field {path!r} in the record or its config; record keys include {top}"
+            + (f", config keys include {cfg}" if cfg else "")
+        )
+    return value
+
+
+def _metric_value(record: Mapping[str, Any], path: str) -> float | None:
+    """A metric is an optional figure: absent or null gives None rather than an error."""
+    value = _walk(record, path)
+    if value is _MISSING or value is None:
+        return None
+    return float(value)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def group_records(
+    records: Sequence[Mapping[str, Any]], by: Sequence[str] = ("measurement_config_hash",)
+) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Records grouped by the values at the dotted paths ``by``, groups in first-seen order."""
+    if isinstance(by, str):
+        by = (by,)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        key = tuple(_hashable(lookup(record, path)) for path in by)
+        groups.setdefault(key, []).append(dict(record))
+    return groups
+
+
+def _cycle_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def cycle(record: dict[str, Any]) -> float:
+        value = record.get("cycle")
+        return float(value) if isinstance(value, (int, float)) else math.inf
+
+    return sorted(records, key=cycle)  # stable: records without a cycle keep their order, last
+
+
+def summarise_groups(
+    records: Sequence[Mapping[str, Any]],
+    by: Sequence[str] = ("measurement_config_hash",),
+    metrics: Sequence[str] = METRICS,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> list[GroupSummary]:
+    """One GroupSummary per group (first-seen order), each metric's values in cycle order."""
+    if isinstance(by, str):
+        by = (by,)
+    summaries: list[GroupSummary] = []
+    for members in group_records(records, by).values():
+        ordered = _cycle_order(members)
+        key = {path: lookup(ordered[0], path) for path in by}
+        config_ids = sorted({str(r["config_id"]) for r in ordered if r.get("config_id") is not None})
+        summary = GroupSummary(key=key, config_ids=config_ids, n_records=len(ordered))
+        for metric in metrics:
+            values = [_metric_value(r, metric) for r in ordered]
+            summary.metrics[metric] = summarise(values, metric, confidence, n_resamples, seed)
+        summaries.append(summary)
+    return summaries
+
+
+def _settings(groups: list[GroupSummary], attribute: str) -> Any:
+    seen = sorted({getattr(m, attribute) for g in groups for m in g.metrics.values()})
+    if not seen:
+        return None
+    return seen[0] if len(seen) == 1 else seen
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def write_summary(study_dir: Path, groups: list[GroupSummary]) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``summary.csv`` into ``study_dir`` atomically; return both paths."""
+    study_dir = Path(study_dir)
+    json_path = study_dir / SUMMARY_JSON
+    csv_path = study_dir / SUMMARY_CSV
+    payload = {
+        "confidence": _settings(groups, "confidence"),
+        "n_resamples": _settings(groups, "n_resamples"),
+        "seed": _settings(groups, "seed"),
+        "statistic": "mean",
+        "std": "sample standard deviation (ddof=1); cv = std / mean",
+        "ci_methods": CI_METHOD_NOTES,
+        "groups": [group.to_json() for group in groups],
+    }
+
+    key_columns: list[str] = []
+    for group in groups:
+        for name in group.key:
+            if name not in key_columns:
+                key_columns.append(name)
+    header = [f"group.{name}" if name in CSV_STAT_COLUMNS else name for name in key_columns]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*header, *CSV_STAT_COLUMNS])
+    for group in groups:
+        key_cells = [_cell(group.key.get(name)) for name in key_columns]
+        for summary in group.metrics.values():
+            stat_cells = [
+                summary.metric, summary.n, summary.mean, summary.median, summary.std, summary.cv,
+                summary.ci_low, summary.ci_high, summary.ci_method,
+            ]  # fmt: skip
+            writer.writerow([*key_cells, *(_cell(v) for v in stat_cells)])
+
+    write_json_atomic(json_path, payload)
+    write_text_atomic(csv_path, buffer.getvalue())
+    return json_path, csv_path
