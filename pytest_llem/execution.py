@@ -57,8 +57,10 @@ class StudyRun:
     timeout_override: float | None = None
     outcomes: list[CellOutcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    groups: list[Any] = field(default_factory=list)  # statistics per configuration, after finish()
     _last_cycle: int | None = None
     _ran_any: bool = False
+    _summarised: bool = False
 
     @classmethod
     def create(
@@ -216,5 +218,20 @@ class StudyRun:
         self.outcomes.append(outcome)
         return outcome
 
+    def summarise(self) -> list[Any]:
+        """Statistics per configuration across its cycles, written once as summary.json/.csv."""
+        if self._summarised:
+            return self.groups
+        from pytest_llem.verdicts.statistics import summarise_groups, write_summary
+
+        records = [o.record for o in self.outcomes if o.status == "completed" and o.record is not None]
+        self.groups = summarise_groups(records) if records else []
+        if self.groups:
+            write_summary(self.study_dir, self.groups)
+        self._summarised = True
+        return self.groups
+
     def finish(self) -> None:
+        """Close the manifest and write the study's statistics across cycles."""
+        self.summarise()
         self.manifest.finish(time.monotonic() - self.started)

@@ -242,6 +242,41 @@ class LlemSession:
         for run in self.runs.values():
             run.finish()
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_json_runtest_metadata(self, item: pytest.Item, call: pytest.CallInfo[None]) -> dict[str, Any]:
+        """pytest-json-report: each cell's figures under its test's ``metadata.llem``."""
+        if call.when != "call" or not _is_cell(item):
+            return {}
+        return {"llem": getattr(item, "llem_report", None)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_json_modifyreport(self, json_report: dict[str, Any]) -> None:
+        """pytest-json-report: the studies' directories and statistics at the top level, under ``llem``."""
+        if self.runs:
+            json_report["llem"] = {
+                "studies": [
+                    {
+                        "study_name": run.study.name,
+                        "study_dir": str(run.study_dir),
+                        "study_design_hash": run.study.design_hash,
+                        "summary": run.manifest.data.get("summary"),
+                        "statistics": [g.to_json() for g in run.summarise()],
+                    }
+                    for run in self.runs.values()
+                ]
+            }
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        """One line on what measures: only when study files are named on the command line."""
+        if not any(str(a).split("::")[0].endswith((".llem.yaml", ".llem.yml")) for a in config.args):
+            return None
+        from pytest_llem.baselines import visible_gpu_uuids
+
+        uuids, reason = visible_gpu_uuids()
+        gpus = f"{len(uuids)} GPU(s) visible to NVML" if uuids else f"no GPU energy ({reason})"
+        limits = f", {len(self.cli_limits)} command-line limit(s)" if self.cli_limits else ""
+        return [f"llem: {gpus}{limits}"]
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.runs:
             return

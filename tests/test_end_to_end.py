@@ -30,13 +30,39 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pytest.RunRes
         import sys
 
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", EXAMPLE.name, "-p", "no:cacheprovider", "-rA"],
+            [sys.executable, "-m", "pytest", EXAMPLE.name, "-p", "no:cacheprovider", "-rA",
+             "--json-report", "--json-report-file=report.json"],
             cwd=root, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
         mp.undo()
     (study_dir,) = (root / "results").iterdir()
     return proc, study_dir  # type: ignore[return-value]
+
+
+def test_statistics_across_cycles_are_written_and_printed(example_run: tuple[object, Path]) -> None:
+    proc, study_dir = example_run
+    summary = json.loads((study_dir / "summary.json").read_text())
+    groups = summary["groups"]
+    assert len(groups) == 4 and all(g["n_records"] == 2 for g in groups)
+    tps = groups[0]["metrics"]["avg_tokens_per_second"]
+    assert tps["n"] == 2 and tps["ci_method"] == "percentile" and tps["ci_low"] <= tps["mean"] <= tps["ci_high"]
+    assert groups[0]["metrics"]["mj_per_tok_total"]["n"] == 0  # no energy on the CPU
+    rows = (study_dir / "summary.csv").read_text().splitlines()
+    assert rows[0].endswith("metric,n,mean,median,std,cv,ci_low,ci_high,ci_method")
+    assert "across cycles (summary.json, summary.csv):" in proc.stdout  # type: ignore[attr-defined]
+
+
+def test_json_report_carries_cell_figures_and_study_statistics(example_run: tuple[object, Path]) -> None:
+    _, study_dir = example_run
+    report = json.loads((study_dir.parent.parent / "report.json").read_text())
+    cells = [t for t in report["tests"] if t["nodeid"].startswith("quickstart.llem.yaml::")]
+    assert len(cells) == 8
+    figures = cells[0]["metadata"]["llem"]
+    assert figures["total_tokens"] > 0 and figures["energy_meter"] == "none"
+    (study,) = report["llem"]["studies"]
+    assert study["study_name"] == "quickstart" and Path(study["study_dir"]) == study_dir
+    assert len(study["statistics"]) == 4
 
 
 def test_every_cell_passes(example_run: tuple[object, Path]) -> None:
