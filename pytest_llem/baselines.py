@@ -18,6 +18,7 @@ from typing import Any
 from pytest_llem.energy.baseline import IdleBaseline, cache_file, drift, find_cached, store
 from pytest_llem.errors import CellError, MeterUnavailable
 from pytest_llem.runner.parent import run_in_child
+from pytest_llem.study.ids import sanitise
 from pytest_llem.study.schema import BaselineConfig
 
 _BASELINE_TIMEOUT_PAD_S = 300.0
@@ -60,14 +61,15 @@ def visible_gpu_uuids() -> tuple[list[str], str | None]:
 class IdleBaselines:
     """Baselines by GPU UUID, with where each came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu_uuid: str | None = None) -> None:
         self._known: dict[str, tuple[IdleBaseline, str]] = {}
         self._stale: set[str] = set()
         self._visible: tuple[list[str], str | None] | None = None
+        self.gpu_uuid = gpu_uuid  # the one GPU of a pytest-xdist worker, if any
 
     def visible(self) -> tuple[list[str], str | None]:
         if self._visible is None:
-            self._visible = visible_gpu_uuids()
+            self._visible = ([self.gpu_uuid], None) if self.gpu_uuid else visible_gpu_uuids()
         return self._visible
 
     def get(self, uuid: str) -> tuple[IdleBaseline, str] | None:
@@ -105,7 +107,10 @@ class IdleBaselines:
         return self._measure(settings, study_dir, startup_timeout_s)
 
     def _measure(self, settings: BaselineConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
-        run_dir = study_dir / "_study-artefacts" / f"baseline_run_{len(list((study_dir / '_study-artefacts').glob('baseline_run_*'))) + 1}"
+        artefacts = study_dir / "_study-artefacts"
+        # Named by GPU too: pytest-xdist workers measure their own GPUs at the same time.
+        who = sanitise(self.gpu_uuid or "all-gpus")
+        run_dir = artefacts / f"baseline_run_{who}_{len(list(artefacts.glob(f'baseline_run_{who}_*'))) + 1}"
         spec = {"task": "baseline", "duration_s": settings.duration_seconds, "interval_s": 0.1}
         try:
             report = run_in_child(
@@ -113,6 +118,7 @@ class IdleBaselines:
                 run_dir,
                 timeout_s=settings.duration_seconds + _BASELINE_TIMEOUT_PAD_S,
                 startup_timeout_s=startup_timeout_s,
+                gpu_uuid=self.gpu_uuid,
             )
         except CellError as exc:
             return f"the idle baseline could not be measured: {exc}"

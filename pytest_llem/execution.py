@@ -15,6 +15,7 @@ from typing import Any
 from pytest_llem import __version__
 from pytest_llem.baselines import IdleBaselines
 from pytest_llem.errors import CellError
+from pytest_llem.results.loader import StudyResult
 from pytest_llem.results.manifest import Manifest
 from pytest_llem.results.record import build_result
 from pytest_llem.results.writer import cell_dir_name, contained, make_study_dir, write_json_atomic
@@ -57,16 +58,15 @@ class StudyRun:
     timeout_override: float | None = None
     outcomes: list[CellOutcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    groups: list[Any] = field(default_factory=list)  # statistics per configuration, after finish()
     _last_cycle: int | None = None
     _ran_any: bool = False
-    _summarised: bool = False
 
     @classmethod
     def create(
-        cls, study: Study, cells: list[CellRef], results_root: Path, stamp: str, timeout_override: float | None = None
-    ) -> StudyRun:
-        study_dir = make_study_dir(results_root, study.name, stamp)
+        cls, study: Study, cells: list[CellRef], results_root: Path, stamp: str, timeout_override: float | None = None,
+        shared: bool = False,
+    ) -> StudyRun:  # fmt: skip
+        study_dir = make_study_dir(results_root, study.name, stamp, shared=shared)
         ex = study.execution
         header = {
             "schema_version": "3.0",
@@ -218,20 +218,30 @@ class StudyRun:
         self.outcomes.append(outcome)
         return outcome
 
-    def summarise(self) -> list[Any]:
-        """Statistics per configuration across its cycles, written once as summary.json/.csv."""
-        if self._summarised:
-            return self.groups
-        from pytest_llem.verdicts.statistics import summarise_groups, write_summary
-
-        records = [o.record for o in self.outcomes if o.status == "completed" and o.record is not None]
-        self.groups = summarise_groups(records) if records else []
-        if self.groups:
-            write_summary(self.study_dir, self.groups)
-        self._summarised = True
-        return self.groups
-
     def finish(self) -> None:
-        """Close the manifest and write the study's statistics across cycles."""
-        self.summarise()
+        """Record the study's wall time; statistics come from :func:`finalize_study`."""
         self.manifest.finish(time.monotonic() - self.started)
+
+
+@dataclass
+class FinalizedStudy:
+    """A study as it stands on disk at the end of a session, with its statistics."""
+
+    result: StudyResult
+    groups: list[Any]
+
+
+def finalize_study(study_dir: Path) -> FinalizedStudy:
+    """Statistics across cycles from what is on disk, written as summary.json and summary.csv.
+
+    Reads the study back (manifest and records) rather than trusting one process's memory, so
+    a study run by several pytest-xdist workers is summarised whole, by the controller.
+    """
+    from pytest_llem.results.loader import load_results
+    from pytest_llem.verdicts.statistics import summarise_groups, write_summary
+
+    result = load_results(study_dir)
+    groups = summarise_groups(result.experiments) if result.experiments else []
+    if groups:
+        write_summary(study_dir, groups)
+    return FinalizedStudy(result, groups)

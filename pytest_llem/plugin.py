@@ -15,7 +15,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_llem.baselines import IdleBaselines
-    from pytest_llem.execution import StudyRun
+    from pytest_llem.execution import FinalizedStudy, StudyRun
     from pytest_llem.nodes import CellItem
 
 SESSION_PLUGIN_NAME = "llem-session"
@@ -60,6 +60,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = LlemSession(config)
     session.cli_limits = _command_line_limits(config)
     config.pluginmanager.register(session, SESSION_PLUGIN_NAME)
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_llem.xdist import XdistCoordination
+
+        config.pluginmanager.register(XdistCoordination(session), "llem-xdist")
 
 
 def _command_line_limits(config: pytest.Config) -> list[Any]:
@@ -88,14 +92,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 @pytest.fixture(scope="session")
-def llem_idle_baseline() -> IdleBaselines:
+def llem_idle_baseline(request: pytest.FixtureRequest) -> IdleBaselines:
     """Idle power per GPU for the whole session, measured once and cached (see baselines.py).
 
-    Override in a conftest to supply baselines of your own, or to disable them (return None).
+    Under pytest-xdist, per worker: the GPU the controller gave it. Override in a conftest to
+    supply baselines of your own, or to disable them (return None).
     """
     from pytest_llem.baselines import IdleBaselines
 
-    return IdleBaselines()
+    session: LlemSession = request.config.pluginmanager.getplugin(SESSION_PLUGIN_NAME)
+    return IdleBaselines(gpu_uuid=session.gpu_uuid)
 
 
 @pytest.fixture
@@ -118,8 +124,15 @@ class LlemSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.runs: dict[Path, StudyRun] = {}
-        self.stamp: str | None = None
         self.cli_limits: list[Any] = []
+        # Under pytest-xdist the controller hands every worker one stamp (so they share each
+        # study's directory) and one GPU; serially both are this process's own.
+        workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+        self.is_worker = bool(workerinput)
+        self.stamp: str | None = workerinput.get("llem_stamp")
+        self.gpu_uuid: str | None = workerinput.get("llem_gpu_uuid")
+        self.study_dirs: list[Path] = []  # every study directory this session wrote to
+        self._finalized: list[FinalizedStudy] | None = None
 
     def results_root(self, item: CellItem) -> Path:
         chosen = (
@@ -160,9 +173,12 @@ class LlemSession:
         self.stamp = self.stamp or utc_stamp()
         for path, items in by_study.items():
             refs = [CellRef(i.configuration, i.cycle, i.position, i.nodeid) for i in items]
-            self.runs[path] = StudyRun.create(
-                items[0].study, refs, self.results_root(items[0]), self.stamp, self.config.getoption("llem_timeout")
-            )
+            run = StudyRun.create(
+                items[0].study, refs, self.results_root(items[0]), self.stamp, self.config.getoption("llem_timeout"),
+                shared=self.is_worker,
+            )  # fmt: skip
+            self.runs[path] = run
+            self.study_dirs.append(run.study_dir)
 
     def _ref(self, item: CellItem) -> Any:
         from pytest_llem.execution import CellRef
@@ -171,7 +187,7 @@ class LlemSession:
 
     def run_cell(self, item: CellItem, baselines: IdleBaselines | None = None) -> None:
         run = self.runs[item.study.path]
-        outcome = run.run_cell(self._ref(item), baselines, self.results_root(item))
+        outcome = run.run_cell(self._ref(item), baselines, self.results_root(item), gpu_uuid=self.gpu_uuid)
         record = outcome.record or {}
         item.llem_report = {  # type: ignore[attr-defined]
             key: record.get(key)
@@ -241,6 +257,16 @@ class LlemSession:
     def pytest_sessionfinish(self) -> None:
         for run in self.runs.values():
             run.finish()
+        if self.is_worker:
+            self.config.workeroutput["llem_study_dirs"] = [str(p) for p in self.study_dirs]  # type: ignore[attr-defined]
+
+    def finalized(self) -> list[FinalizedStudy]:
+        """Every study of the session read back from disk with its statistics (once)."""
+        if self._finalized is None:
+            from pytest_llem.execution import finalize_study
+
+            self._finalized = [finalize_study(d) for d in dict.fromkeys(self.study_dirs)]
+        return self._finalized
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_json_runtest_metadata(self, item: pytest.Item, call: pytest.CallInfo[None]) -> dict[str, Any]:
@@ -252,19 +278,20 @@ class LlemSession:
     @pytest.hookimpl(optionalhook=True)
     def pytest_json_modifyreport(self, json_report: dict[str, Any]) -> None:
         """pytest-json-report: the studies' directories and statistics at the top level, under ``llem``."""
-        if self.runs:
-            json_report["llem"] = {
-                "studies": [
-                    {
-                        "study_name": run.study.name,
-                        "study_dir": str(run.study_dir),
-                        "study_design_hash": run.study.design_hash,
-                        "summary": run.manifest.data.get("summary"),
-                        "statistics": [g.to_json() for g in run.summarise()],
-                    }
-                    for run in self.runs.values()
-                ]
-            }
+        if self.is_worker or not self.study_dirs:
+            return
+        json_report["llem"] = {
+            "studies": [
+                {
+                    "study_name": f.result.study_name,
+                    "study_dir": str(f.result.study_dir),
+                    "study_design_hash": f.result.study_design_hash,
+                    "summary": f.result.summary,
+                    "statistics": [g.to_json() for g in f.groups],
+                }
+                for f in self.finalized()
+            ]
+        }
 
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         """One line on what measures: only when study files are named on the command line."""
@@ -278,11 +305,11 @@ class LlemSession:
         return [f"llem: {gpus}{limits}"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.runs:
+        if self.is_worker or not self.study_dirs:
             return
         from pytest_llem.report.terminal import render_study_table
 
-        for run in self.runs.values():
-            terminalreporter.write_sep("-", f"llem: {run.study.name}")
-            for line in render_study_table(run):
+        for study in self.finalized():
+            terminalreporter.write_sep("-", f"llem: {study.result.study_name}")
+            for line in render_study_table(study.result, study.groups):
                 terminalreporter.write_line(line)

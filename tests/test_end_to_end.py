@@ -76,7 +76,7 @@ def test_every_cell_passes(example_run: tuple[object, Path]) -> None:
 def test_layout_matches_the_contract(example_run: tuple[object, Path]) -> None:
     _, study_dir = example_run
     assert study_dir.name.startswith("quickstart_20")
-    cells = sorted(p.name for p in study_dir.iterdir() if p.is_dir())
+    cells = sorted(p.name for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith("_"))
     assert [c[:7] for c in cells] == ["001_c0_", "002_c0_", "003_c0_", "004_c0_", "005_c1_", "006_c1_", "007_c1_", "008_c1_"]
     # Sibling cycles of one configuration share the tail (model, engine, hash).
     assert cells[0][7:] == cells[4][7:] and cells[0].endswith(cells[4].split("_")[-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_llem.execution import StudyRun
+    from pytest_llem.results.loader import StudyResult
 
 COLUMNS = ("cell", "status", "tokens", "time s", "tok/s", "energy J", "mJ/tok")
 
@@ -16,14 +16,16 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def render_study_table(run: StudyRun) -> list[str]:
+def render_study_table(result: StudyResult, groups: list[Any]) -> list[str]:
+    """The per-cell table, the statistics across cycles, and where the results are."""
+    records = {r["experiment_id"]: r for r in result.experiments}
     rows: list[tuple[str, ...]] = []
-    for outcome in sorted(run.outcomes, key=lambda o: o.cell.position):
-        record = outcome.record or {}
+    for entry in result.records(status=None):
+        record = records.get(entry["experiment_id"], {})
         rows.append(
             (
-                outcome.cell.experiment_id(run.study),
-                outcome.status,
+                entry["experiment_id"],
+                entry["status"] + ("/limit" if entry.get("verdict") == "failed" else ""),
                 _fmt(record.get("total_tokens"), "d"),
                 _fmt(record.get("total_inference_time_sec"), ".2f"),
                 _fmt(record.get("avg_tokens_per_second"), ",.0f"),
@@ -39,27 +41,26 @@ def render_study_table(run: StudyRun) -> list[str]:
 
     out = [line(COLUMNS), line(tuple("-" * w for w in widths))]
     out += [line(r) for r in rows]
-    meters = {(o.record or {}).get("energy_meter") for o in run.outcomes if o.record}
-    reasons = {(o.record or {}).get("energy_unavailable_reason") for o in run.outcomes if o.record} - {None}
+    meters = {r.get("energy_meter") for r in result.experiments}
+    reasons = {r.get("energy_unavailable_reason") for r in result.experiments} - {None}
     if meters == {"none"} and reasons:
         out.append(f"energy: not measured ({'; '.join(sorted(str(r) for r in reasons))})")
-    stats = render_statistics_table(run)
+    stats = render_statistics_table(groups)
     if stats:
         out += ["", "across cycles (summary.json, summary.csv):", *stats]
-    out.append(f"results: {run.study_dir}")
+    out.append(f"results: {result.study_dir}")
     return out
 
 
 STAT_COLUMNS = ("configuration", "n", "mJ/tok median", "95% CI of mean", "CV", "adj. mJ/tok", "tok/s median")
 
 
-def render_statistics_table(run: StudyRun) -> list[str]:
+def render_statistics_table(groups: list[Any]) -> list[str]:
     """One row per configuration: median, confidence interval and CV across its cycles."""
-    if not run.groups:
+    if not groups:
         return []
-    names = {c.config_hash: c.config_id for c in run.study.configurations}
     rows: list[tuple[str, ...]] = []
-    for group in run.groups:
+    for group in groups:
         total = group.metrics.get("mj_per_tok_total")
         adjusted = group.metrics.get("mj_per_tok_adjusted")
         tps = group.metrics.get("avg_tokens_per_second")
@@ -68,7 +69,7 @@ def render_statistics_table(run: StudyRun) -> list[str]:
             ci = f"{total.ci_low:.2f}-{total.ci_high:.2f}"
         rows.append(
             (
-                names.get(group.key.get("measurement_config_hash"), ", ".join(group.config_ids)),
+                ", ".join(group.config_ids),
                 str(group.n_records),
                 _fmt(total.median if total else None, ".2f"),
                 ci,

@@ -93,10 +93,18 @@ def cell_dir_name(position: int, cycle_name: str, model: str, engine: str, confi
     return f"{position:0{width}d}_{cycle_name}_{model_part}-{sanitise(engine)}_{config_hash}"
 
 
-def make_study_dir(results_root: Path, study_name: str, stamp: str) -> Path:
-    """Create the study's directory; a second run in the same second gets a suffix."""
+def make_study_dir(results_root: Path, study_name: str, stamp: str, shared: bool = False) -> Path:
+    """Create the study's directory; a second run in the same second gets a suffix.
+
+    ``shared``: several processes of one session (pytest-xdist workers, given one stamp by
+    the controller) open the same directory instead.
+    """
     results_root.mkdir(parents=True, exist_ok=True)
     base = study_dir_name(study_name, stamp)
+    if shared:
+        path = contained(results_root, base)
+        path.mkdir(exist_ok=True)
+        return path
     for attempt in range(1, 1000):
         name = base if attempt == 1 else f"{base}-{attempt}"
         path = contained(results_root, name)

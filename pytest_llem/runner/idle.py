@@ -26,16 +26,9 @@ def visible_gpus() -> tuple[list[str], str]:
             uuids.append(nvml_uuid(torch.cuda.get_device_properties(index).uuid))
         torch.cuda.synchronize()
         return uuids, "idle power sampled with a CUDA context on the GPU"
-    from pytest_llem.energy import _nvml
+    from pytest_llem.baselines import visible_gpu_uuids
 
-    nvml = _nvml.load()
-    try:
-        uuids = [
-            _nvml.as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
-            for i in range(nvml.nvmlDeviceGetCount())
-        ]
-    finally:
-        _nvml.shutdown(nvml)
+    uuids, _ = visible_gpu_uuids()  # honours CUDA_VISIBLE_DEVICES, which NVML itself ignores
     return uuids, "idle power sampled without a CUDA context (torch sees no CUDA device)"
 
 

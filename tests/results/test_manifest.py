@@ -46,7 +46,8 @@ def _entry(data: dict[str, Any], experiment_id: str) -> dict[str, Any]:
 
 
 def _no_temp_files(study_dir: Path) -> None:
-    assert sorted(p.name for p in study_dir.iterdir()) == [MANIFEST_NAME]
+    # Only the manifest, and the artefacts folder holding its inter-process lock: no temp files.
+    assert sorted(p.name for p in study_dir.iterdir()) == ["_study-artefacts", MANIFEST_NAME]
 
 
 def test_created_pending_and_written_immediately(tmp_path: Path) -> None:

@@ -1,0 +1,257 @@
+"""Reading a finished (or interrupted) study back from disk: :func:`load_results`.
+
+A study directory holds ``manifest.json`` and one directory per cell with its ``result.json``.
+:func:`load_results` reads the manifest, loads the record of every completed cell in run order
+and hands back a :class:`StudyResult`: the records, the study's identity and protocol, the
+manifest's summary, and the cells that failed or were skipped.
+
+Import-light: no pydantic, numpy or scipy here; the statistics are imported when
+:meth:`StudyResult.summarise` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_llem.errors import LlemError
+from pytest_llem.results.manifest import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from pytest_llem.verdicts.statistics import GroupSummary
+
+#: The columns of :meth:`StudyResult.to_rows`, in order.
+ROW_FIELDS: tuple[str, ...] = (
+    "experiment_id", "config_id", "cycle", "engine", "model_name", "precision", "measurement_config_hash",
+    "total_tokens", "total_inference_time_sec", "avg_tokens_per_second", "total_energy_j",
+    "mj_per_tok_total", "mj_per_tok_adjusted",
+)  # fmt: skip
+
+
+class ResultsError(LlemError):
+    """Results on disk cannot be loaded; the message names the path."""
+
+
+class ResultsNotFound(ResultsError):
+    """No manifest where one was expected, or a completed cell's ``result.json`` is missing."""
+
+
+class ResultsUnreadable(ResultsError):
+    """A manifest or ``result.json`` exists but is not readable JSON of the expected shape."""
+
+
+@dataclass
+class StudyResult:
+    """One study's results, as loaded from its directory.
+
+    ``experiments`` are the ``result.json`` records of the completed cells, in run order;
+    ``failed_experiments`` and ``skipped_experiments`` describe the cells that left no record.
+    ``manifest`` is the whole ``manifest.json``.
+    """
+
+    experiments: list[dict[str, Any]]
+    study_name: str
+    study_design_hash: str | None
+    measurement_protocol: dict[str, Any]
+    result_files: list[Path]
+    summary: dict[str, Any]
+    skipped_experiments: list[dict[str, Any]]
+    study_dir: Path
+    manifest: dict[str, Any] = field(repr=False)
+    failed_experiments: list[dict[str, Any]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"StudyResult(study_name={self.study_name!r}, study_dir={str(self.study_dir)!r},"
+            f" completed={len(self.experiments)}, failed={len(self.failed_experiments)},"
+            f" skipped={len(self.skipped_experiments)})"
+        )
+
+    def records(self, status: str | None = "completed") -> list[dict[str, Any]]:
+        """Records of the cells with ``status``.
+
+        ``"completed"`` (the default) gives the ``result.json`` records (copies of
+        ``experiments``). Any other status (``"failed"``, ``"skipped"``, ``"pending"``,
+        ``"running"``) gives the manifest entries with that status, since such cells have no
+        record. ``None`` gives every manifest entry, in run order.
+        """
+        if status == "completed":
+            return [dict(r) for r in self.experiments]
+        entries = _entries(self.manifest)
+        return [dict(e) for e in entries if status is None or e.get("status") == status]
+
+    def summarise(
+        self,
+        by: Sequence[str] = ("measurement_config_hash",),
+        metrics: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> list[GroupSummary]:
+        """Repetition statistics of the completed records, one summary per group.
+
+        ``by`` holds dotted paths looked up in each record, then in its ``config`` (so
+        ``by=("precision",)`` works); ``metrics`` defaults to
+        :data:`pytest_llem.verdicts.statistics.METRICS`. Further keywords (``confidence``,
+        ``n_resamples``, ``seed``) go to :func:`~pytest_llem.verdicts.statistics.summarise_groups`.
+        """
+        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
+
+        return summarise_groups(self.experiments, by, METRICS if metrics is None else metrics, **kw)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict of headline figures per completed cell: ``pandas.DataFrame(rows)``."""
+        rows: list[dict[str, Any]] = []
+        for record in self.experiments:
+            config = record.get("config") if isinstance(record.get("config"), dict) else {}
+            row = {name: record.get(name) for name in ROW_FIELDS}
+            row["precision"] = config.get("precision") if config else None
+            rows.append(row)
+        return rows
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsNotFound(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise ResultsUnreadable(f"cannot read {what} {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ResultsUnreadable(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
+def _entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = [e for e in manifest.get("experiments") or [] if isinstance(e, dict)]
+
+    def position(item: tuple[int, dict[str, Any]]) -> tuple[float, int]:
+        value = item[1].get("position")
+        return (float(value) if isinstance(value, (int, float)) else float("inf"), item[0])
+
+    return [e for _, e in sorted(enumerate(entries), key=position)]
+
+
+def _start_time(study_dir: Path) -> str:
+    try:
+        data = json.loads((study_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    value = data.get("start_time") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def study_dirs(results_root: Path) -> list[Path]:
+    """The study directories (those holding a manifest) directly under ``results_root``, oldest first.
+
+    Ordered by the manifest's ``start_time``, then by directory name (which ends in the
+    run's time stamp).
+    """
+    try:
+        children = [p for p in Path(results_root).iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()]
+    except OSError:
+        return []
+    return sorted(children, key=lambda p: (_start_time(p), p.name))
+
+
+def _resolve_study_dir(path: Path) -> Path:
+    if path.is_file():
+        if path.name != MANIFEST_NAME:
+            raise ResultsNotFound(f"{path} is neither a study directory nor its {MANIFEST_NAME}")
+        return path.parent
+    if not path.exists():
+        raise ResultsNotFound(f"no results at {path}: the path does not exist")
+    if (path / MANIFEST_NAME).is_file():
+        return path
+    found = study_dirs(path)
+    if not found:
+        raise ResultsNotFound(
+            f"no {MANIFEST_NAME} in {path}, nor in any directory directly under it:"
+            " pass a study directory, a results directory holding study directories, or a manifest.json"
+        )
+    return found[-1]
+
+
+def _result_file(study_dir: Path, entry: dict[str, Any]) -> Path:
+    experiment_id = entry.get("experiment_id")
+    relative = entry.get("result_path")
+    if not isinstance(relative, str) or not relative:
+        raise ResultsNotFound(
+            f"{study_dir / MANIFEST_NAME}: completed experiment {experiment_id!r} names no result_path"
+        )
+    path = study_dir / relative
+    root = study_dir.resolve()
+    if root not in path.resolve().parents:
+        raise ResultsUnreadable(
+            f"{study_dir / MANIFEST_NAME}: result_path {relative!r} of experiment {experiment_id!r}"
+            " leaves the study directory"
+        )
+    return path
+
+
+def load_results(path: str | os.PathLike[str]) -> StudyResult:
+    """Load one study's results from disk.
+
+    ``path`` may be
+
+    * a study directory (the one holding ``manifest.json``);
+    * a ``manifest.json`` file;
+    * a results directory holding several study directories: the **newest** study is loaded
+      (latest manifest ``start_time``, ties broken by directory name, which ends in the run's
+      time stamp). Pass the study directory itself to load an older one.
+
+    Completed cells' records are read from their ``result.json`` in run order. Raises
+    :class:`ResultsNotFound` (naming the path) when there is no manifest, or when a completed
+    cell's ``result.json`` is missing, and :class:`ResultsUnreadable` when a file is not valid
+    JSON. Both are :class:`~pytest_llem.errors.LlemError`.
+    """
+    study_dir = _resolve_study_dir(Path(path))
+    manifest_path = study_dir / MANIFEST_NAME
+    manifest = _read_json(manifest_path, "manifest")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments"), list):
+        raise ResultsUnreadable(f"{manifest_path} is not a pytest-llem manifest (no 'experiments' list)")
+
+    experiments: list[dict[str, Any]] = []
+    result_files: list[Path] = []
+    failed: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for entry in _entries(manifest):
+        status = entry.get("status")
+        if status == "completed":
+            result_path = _result_file(study_dir, entry)
+            record = _read_json(result_path, f"result.json of experiment {entry.get('experiment_id')!r}")
+            if not isinstance(record, dict):
+                raise ResultsUnreadable(f"{result_path} does not hold a result record (a JSON object)")
+            experiments.append(record)
+            result_files.append(result_path)
+        elif status == "failed":
+            failed.append({**entry, "error": entry.get("error")})
+        elif status == "skipped":
+            reason = entry.get("skip_reason")
+            errors = entry.get("errors")
+            skipped.append(
+                {
+                    "experiment_id": entry.get("experiment_id"),
+                    "config_id": entry.get("config_id"),
+                    "cycle": entry.get("cycle"),
+                    "raw_config": entry.get("config"),
+                    "reason": reason,
+                    "errors": list(errors) if isinstance(errors, list) else [p for p in str(reason or "").split("; ") if p],
+                }
+            )
+
+    return StudyResult(
+        experiments=experiments,
+        study_name=str(manifest.get("study_name") or study_dir.name),
+        study_design_hash=manifest.get("study_design_hash"),
+        measurement_protocol=dict(manifest.get("measurement_protocol") or {}),
+        result_files=result_files,
+        summary=dict(manifest.get("summary") or {}),
+        skipped_experiments=skipped,
+        study_dir=study_dir,
+        manifest=manifest,
+        failed_experiments=failed,
+    )
