@@ -156,6 +156,7 @@ def run_in_child(
     failure: dict[str, Any] | None = None
     ready = False
     error: CellError | None = None
+    interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(spec).encode("utf-8"))
@@ -201,8 +202,9 @@ def run_in_child(
                     cls = CellCrashed if ready else CellStartupFailed
                     error = cls(f"the child process {_describe_exit(proc.returncode)} {stage}")
                 break
+        interrupted = False
     finally:
-        if error is not None:
+        if error is not None or interrupted:
             _kill_group(proc)
         else:
             try:

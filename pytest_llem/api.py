@@ -1,0 +1,217 @@
+"""The library API: run a study from Python and work with its results.
+
+:func:`run_study` runs a study exactly as the command line does (``python -m pytest`` in a
+subprocess, every cell in its own process) and returns a :class:`StudyResult` loaded from the
+directory that run wrote. :func:`load_results` loads a study that already ran. The
+repetition statistics of :mod:`pytest_llem.verdicts.statistics` are re-exported here.
+
+Example::
+
+    from pytest_llem import run_study, load_results
+
+    result = run_study("studies/precision.llem.yaml", results_dir="results")
+    print(result)                      # StudyResult(study_name='precision', ..., completed=6, failed=0, ...)
+    for failure in result.failed_experiments:
+        print(failure["experiment_id"], failure["error"])
+
+    for group in result.summarise(by=("precision",)):
+        m = group.metrics["mj_per_tok_total"]
+        print(group.key, m.mean, (m.ci_low, m.ci_high))
+
+    import pandas as pd
+    frame = pd.DataFrame(result.to_rows())   # one row per completed cell
+
+    latest = load_results("results")   # the newest study under results/
+    same = load_results(result.study_dir)
+
+A study whose cells failed still returns its :class:`StudyResult` (the failures are in
+``failed_experiments`` and in the manifest); :func:`run_study` raises only when the run left no
+study directory (a study file with errors, say), with the tail of pytest's output, or when it
+ran past ``timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from pytest_llem.errors import LlemError
+from pytest_llem.results.loader import StudyResult, load_results, study_dirs
+from pytest_llem.verdicts.statistics import group_records, summarise, summarise_groups
+
+__all__ = [
+    "StudyFailedToRun",
+    "StudyResult",
+    "StudyTimeout",
+    "group_records",
+    "load_results",
+    "run_study",
+    "summarise",
+    "summarise_groups",
+]
+
+#: Lines of pytest's output quoted in errors.
+OUTPUT_TAIL_LINES = 60
+#: Seconds pytest gets to wind down (kill its cell, finish the manifest) after an interrupt.
+INTERRUPT_GRACE_SECONDS = 90.0
+
+
+#: ``python -m pytest``, with Ctrl-C restored first: a process started in the background
+#: inherits SIGINT ignored, and pytest must take the interrupt to kill its running cell and
+#: finish the manifest when ``timeout`` passes.
+_PYTEST_MAIN = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    " sys.argv[0] = 'pytest'; runpy.run_module('pytest', run_name='__main__', alter_sys=True)"
+)
+
+
+class StudyFailedToRun(LlemError):
+    """The pytest run produced no study directory; ``output`` is pytest's output."""
+
+    def __init__(self, message: str, output: str = "", returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.output = output
+        self.returncode = returncode
+
+
+class StudyTimeout(LlemError):
+    """The run passed :func:`run_study`'s ``timeout`` and was interrupted.
+
+    ``result`` is what the study had recorded by then (its manifest shows the interrupted
+    cell), or None when it had written nothing.
+    """
+
+    def __init__(self, message: str, result: StudyResult | None, output: str = "") -> None:
+        super().__init__(message)
+        self.result = result
+        self.output = output
+
+
+def _tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> str:
+    return "\n".join(output.rstrip().splitlines()[-lines:])
+
+
+def _plugin_args() -> list[str]:
+    """Load the plugin explicitly only where its entry point is not installed (a bare checkout)."""
+    if any(ep.value.startswith("pytest_llem.plugin") for ep in entry_points(group="pytest11")):
+        return []
+    return ["-p", "pytest_llem.plugin"]
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    """Interrupt pytest as Ctrl-C would (it kills its running cell and finishes the manifest)."""
+    output = ""
+    for sig, grace in ((signal.SIGINT, INTERRUPT_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            output, _ = proc.communicate(timeout=grace)
+            return output or ""
+        except subprocess.TimeoutExpired:
+            continue
+    return output
+
+
+def _new_study_dir(before: set[Path], root: Path, path: Path) -> Path | None:
+    created = [d for d in study_dirs(root) if d.resolve() not in before]
+    if not created:
+        return None
+    if len(created) > 1 and path.is_file():
+        def study_file(d: Path) -> Path | None:
+            try:
+                value = json.loads((d / "manifest.json").read_text(encoding="utf-8")).get("study_file")
+                return Path(value).resolve() if value else None
+            except (OSError, ValueError, AttributeError):
+                return None
+
+        matching = [d for d in created if study_file(d) == path.resolve()]
+        created = matching or created
+    if len(created) > 1:
+        names = ", ".join(str(d) for d in created)
+        raise LlemError(
+            f"the run wrote {len(created)} study directories ({names}); run_study returns one study:"
+            " pass a single study file, or load each directory with load_results()"
+        )
+    return created[0]
+
+
+def run_study(
+    path: str | os.PathLike[str],
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    pytest_args: Sequence[str] = (),
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> StudyResult:
+    """Run the study at ``path`` and return its results.
+
+    Runs ``python -m pytest <path> -p no:cacheprovider --llem-results-dir <results_dir>
+    *pytest_args`` in a subprocess (the current interpreter, the current working directory), so
+    the study gets the same isolation as on the command line; ``pytest_args`` may select cells
+    (``["-k", "bf16"]``) or set ``--llem-timeout``. ``results_dir`` defaults to ``./results``.
+    ``env`` holds extra environment variables, laid over ``os.environ`` for the run.
+    ``timeout`` bounds the whole run in seconds: past it, pytest is interrupted (as by Ctrl-C,
+    which kills the running cell) and :class:`StudyTimeout` is raised, carrying what the study
+    recorded so far.
+
+    The study directory the run created under ``results_dir`` is loaded with
+    :func:`load_results`. Cells that failed do not raise: they are in the result's
+    ``failed_experiments``. :class:`StudyFailedToRun` is raised, with the tail of pytest's
+    output, when the run created no study directory (a study file with errors, a path with no
+    study, every cell deselected). ``path`` should name one study: when the run writes several
+    study directories, :class:`~pytest_llem.errors.LlemError` lists them.
+    """
+    study_path = Path(path)
+    if not study_path.exists():
+        raise StudyFailedToRun(f"no study at {study_path}: the path does not exist")
+    root = Path(results_dir if results_dir is not None else "results").absolute()
+    before = {d.resolve() for d in study_dirs(root)}
+    command = [
+        sys.executable, "-c", _PYTEST_MAIN, str(study_path), "-p", "no:cacheprovider", *_plugin_args(),
+        "--llem-results-dir", str(root), *pytest_args,
+    ]  # fmt: skip
+    environment = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env=environment,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        output = _interrupt(proc)
+        study_dir = _new_study_dir(before, root, study_path)
+        partial = load_results(study_dir) if study_dir is not None else None
+        raise StudyTimeout(
+            f"the study {study_path} ran past the timeout of {timeout:g} s and was interrupted"
+            + (f"; what it recorded is in {study_dir}" if study_dir is not None else "")
+            + f"\n--- pytest output (tail) ---\n{_tail(output)}",
+            partial,
+            output,
+        ) from None
+    except BaseException:
+        _interrupt(proc)
+        raise
+    output = output or ""
+    study_dir = _new_study_dir(before, root, study_path)
+    if study_dir is None:
+        raise StudyFailedToRun(
+            f"running {study_path} produced no study directory under {root} (pytest exited with code"
+            f" {proc.returncode})\n--- pytest output (tail) ---\n{_tail(output)}",
+            output,
+            proc.returncode,
+        )
+    return load_results(study_dir)
