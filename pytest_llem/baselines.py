@@ -93,6 +93,9 @@ class IdleBaselines:
                 if not cache_file(study_dir, uuid).exists():
                     store(study_dir, known[0])
                 continue
+            if uuid in self._stale:
+                # A drifted baseline must not outlive this session through its cache file either.
+                cache_file(study_dir, uuid).unlink(missing_ok=True)
             cached = None if uuid in self._stale else find_cached(results_root, study_dir, uuid, settings.ttl_seconds)
             if cached is not None:
                 baseline, path = cached

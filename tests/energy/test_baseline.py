@@ -323,6 +323,7 @@ def test_ensure_remeasures_a_stale_gpu_despite_a_fresh_cache(
     recorder = _recorder(monkeypatch, session)
     assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) == "recorded"
     assert recorder.calls == [current]
+    assert not cache_file(current, "GPU-a").exists(), "a drifted baseline's cache file is dropped"
     # Once a new baseline is set, the GPU is no longer stale and nothing more is measured.
     session.set(_baseline("GPU-a", power_w=100.0), "measured")
     assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None and len(recorder.calls) == 1
