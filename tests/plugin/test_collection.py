@@ -178,3 +178,14 @@ def test_entry_point_module_is_import_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_reruns_are_refused_on_studies(pytester: pytest.Pytester) -> None:
+    # pytest-rerunfailures' option, declared by a conftest: the plugin's own check is what is tested.
+    pytester.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--reruns', type=int, default=0)\n")
+    write_study(pytester.path, "s.llem.yaml", "model: llem-tiny\n")
+    result = pytester.runpytest("--reruns", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--reruns (pytest-rerunfailures) would rerun failing llem cells" in result.stderr.str()
+    pytester.makepyfile(test_plain="def test_ok(): pass\n")
+    pytester.runpytest("--reruns", "2", "test_plain.py").assert_outcomes(passed=1)
