@@ -148,7 +148,7 @@ class LlemSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Put cells in their studies' run order; other tests keep their places."""
         slots = [i for i, item in enumerate(items) if _is_cell(item)]
-        if slots and getattr(self.config.option, "reruns", 0):
+        if slots and vars(self.config.option).get("reruns"):
             raise pytest.UsageError(
                 "--reruns (pytest-rerunfailures) would rerun failing llem cells until one passes, laundering"
                 " energy regressions and limit breaches; run studies without it, or leave them out with -m 'not llem'"
