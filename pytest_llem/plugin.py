@@ -47,6 +47,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="A limit every cell must meet, e.g. mj_per_tok_adjusted.max:50 or avg_tokens_per_second.min:1000"
         " (repeatable; adds to the study's expect:).",
     )
+    group.addoption(
+        "--llem-compare-fail",
+        dest="llem_compare_fail",
+        action="append",
+        default=[],
+        metavar="[METRIC.]STAT:N[%]",
+        help="Fail the session when a configuration regressed against the stored baseline by more than N"
+        " (percent with %), supported by its cycles; e.g. mj_per_tok_adjusted.median:5% (repeatable).",
+    )
+    group.addoption(
+        "--llem-baseline-update",
+        dest="llem_baseline_update",
+        action="store_true",
+        help="Store this run's per-cycle figures as the baseline (completed, passing cells).",
+    )
+    group.addoption(
+        "--llem-baseline-dir",
+        dest="llem_baseline_dir",
+        default=None,
+        metavar="DIR",
+        help="Where stored baselines live (default: .llem-baselines under the rootdir; commit it).",
+    )
+    group.addoption(
+        "--llem-baseline-required",
+        dest="llem_baseline_required",
+        action="store_true",
+        help="A configuration with no stored baseline (NEW) fails the session instead of being reported.",
+    )
+    group.addoption(
+        "--llem-compare-any-hardware",
+        dest="llem_compare_any_hardware",
+        action="store_true",
+        help="Allow comparing with a baseline stored on other hardware.",
+    )
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
     parser.addini("llem_limits", "Limits every cell must meet (one METRIC.max:N per line).", type="linelist", default=[])
 
@@ -59,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     session = LlemSession(config)
     session.cli_limits = _command_line_limits(config)
+    session.compare_rules = _compare_rules(config)
     config.pluginmanager.register(session, SESSION_PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_llem.xdist import XdistCoordination
@@ -81,6 +116,19 @@ def _command_line_limits(config: pytest.Config) -> list[Any]:
         except LimitSyntaxError as exc:
             raise pytest.UsageError(str(exc)) from None
     return limits
+
+
+def _compare_rules(config: pytest.Config) -> list[Any]:
+    """``--llem-compare-fail`` rules; a bad one is a usage error."""
+    if not config.getoption("llem_compare_fail"):
+        return []
+    from pytest_llem.study.metrics import LimitSyntaxError
+    from pytest_llem.verdicts.compare import parse_rule
+
+    try:
+        return [parse_rule(text) for text in config.getoption("llem_compare_fail")]
+    except LimitSyntaxError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -125,6 +173,8 @@ class LlemSession:
         self.config = config
         self.runs: dict[Path, StudyRun] = {}
         self.cli_limits: list[Any] = []
+        self.compare_rules: list[Any] = []
+        self.gate_lines: list[str] = []  # the regression section of the terminal summary
         # Under pytest-xdist the controller hands every worker one stamp (so they share each
         # study's directory) and one GPU; serially both are this process's own.
         workerinput: dict[str, Any] = getattr(config, "workerinput", {})
@@ -265,6 +315,21 @@ class LlemSession:
         if self.is_worker:
             self.config.workeroutput["llem_study_dirs"] = [str(p) for p in self.study_dirs]  # type: ignore[attr-defined]
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """After every cell ran (on the controller under xdist): store baselines and judge regressions.
+
+        A regression fails the session through ``testsfailed`` even when every cell passed.
+        """
+        result = yield
+        wanted = self.compare_rules or self.config.getoption("llem_baseline_update")
+        if not self.is_worker and self.study_dirs and wanted:
+            from pytest_llem.verdicts.gate import run_gate
+
+            failures, self.gate_lines = run_gate(self.config, self.finalized(), self.compare_rules)
+            session.testsfailed += failures
+        return result
+
     def finalized(self) -> list[FinalizedStudy]:
         """Every study of the session read back from disk with its statistics (once)."""
         if self._finalized is None:
@@ -317,4 +382,8 @@ class LlemSession:
         for study in self.finalized():
             terminalreporter.write_sep("-", f"llem: {study.result.study_name}")
             for line in render_study_table(study.result, study.groups):
+                terminalreporter.write_line(line)
+        if self.gate_lines:
+            terminalreporter.write_sep("-", "llem: comparison with stored baselines")
+            for line in self.gate_lines:
                 terminalreporter.write_line(line)

@@ -78,7 +78,7 @@ class _Model(torch.nn.Module):
         if streamer is not None:
             streamer.put(input_ids)
         for step in range(steps):
-            time.sleep(0.0005)
+            time.sleep(float(os.environ.get("LLEM_STUB_STEP_SLEEP", "0.0005")))
             if streamer is not None:
                 streamer.put(new[:, step])
         if streamer is not None:
