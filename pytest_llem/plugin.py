@@ -54,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         metavar="[METRIC.]STAT:N[%]",
         help="Fail the session when a configuration regressed against the stored baseline by more than N"
-        " (percent with %), supported by its cycles; e.g. mj_per_tok_adjusted.median:5% (repeatable).",
+        " (percent with %%), supported by its cycles; e.g. mj_per_tok_adjusted.median:5%% (repeatable).",
     )
     group.addoption(
         "--llem-baseline-update",

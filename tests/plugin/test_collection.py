@@ -167,7 +167,9 @@ def test_duplicate_ids_are_a_collection_error(pytester: pytest.Pytester) -> None
 
 def test_help_lists_the_llem_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*pytest-llem*", "*--llem-results-dir=DIR*", "*--llem-timeout=SECONDS*"])
+    result.stdout.fnmatch_lines(
+        ["*pytest-llem*", "*--llem-results-dir=DIR*", "*--llem-timeout=SECONDS*", "*--llem-compare-fail=[[]METRIC.[]]STAT:N[[]%[]]*"]
+    )
 
 
 def test_entry_point_module_is_import_light() -> None:
