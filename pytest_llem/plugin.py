@@ -57,6 +57,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " (percent with %%), supported by its cycles; e.g. mj_per_tok_adjusted.median:5%% (repeatable).",
     )
     group.addoption(
+        "--llem-compare",
+        dest="llem_compare",
+        choices=("stored", "last"),
+        default="stored",
+        help="What --llem-compare-fail compares with: the stored baseline (default), or the previous run"
+        " kept in pytest's cache (last).",
+    )
+    group.addoption(
         "--llem-baseline-update",
         dest="llem_baseline_update",
         action="store_true",
@@ -322,12 +330,14 @@ class LlemSession:
         A regression fails the session through ``testsfailed`` even when every cell passed.
         """
         result = yield
-        wanted = self.compare_rules or self.config.getoption("llem_baseline_update")
-        if not self.is_worker and self.study_dirs and wanted:
-            from pytest_llem.verdicts.gate import run_gate
+        if self.is_worker or not self.study_dirs:
+            return result
+        from pytest_llem.verdicts.gate import remember_last, run_gate
 
+        if self.compare_rules or self.config.getoption("llem_baseline_update"):
             failures, self.gate_lines = run_gate(self.config, self.finalized(), self.compare_rules)
             session.testsfailed += failures
+        remember_last(self.config, self.finalized())  # for the next run's --llem-compare=last
         return result
 
     def finalized(self) -> list[FinalizedStudy]:

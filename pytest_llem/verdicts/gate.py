@@ -24,6 +24,32 @@ def _passing(records: list[dict[str, Any]], manifest: dict[str, Any]) -> list[di
     return [r for r in records if r["experiment_id"] not in failed]
 
 
+CACHE_PREFIX = "llem/last/"
+
+
+def remember_last(config: pytest.Config, studies: list[FinalizedStudy]) -> None:
+    """Keep each study's per-cycle figures in pytest's cache, for ``--llem-compare=last``."""
+    cache = getattr(config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return
+    for study in studies:
+        records = _passing(study.result.experiments, study.result.manifest)
+        if records:
+            cache.set(CACHE_PREFIX + study.result.study_name, stored.snapshot(study.result.study_name, records))
+
+
+def _last(config: pytest.Config, name: str, finger: str, any_hardware: bool) -> tuple[dict[str, Any] | None, str | None]:
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return None, "--llem-compare=last needs pytest's cache, which is disabled (-p no:cacheprovider)"
+    saved = cache.get(CACHE_PREFIX + name, None)
+    if saved is None:
+        return None, None
+    if saved.get("fingerprint") != finger and not any_hardware:
+        return None, f"the last run was on other hardware ({saved.get('fingerprint')}), not {finger}; refused"
+    return saved, "compared with the last run (pytest cache)"
+
+
 def run_gate(config: pytest.Config, studies: list[FinalizedStudy], rules: list[CompareRule]) -> tuple[int, list[str]]:
     """``(failures, report lines)`` over every study of the session."""
     root = baseline_root(config)
@@ -35,7 +61,10 @@ def run_gate(config: pytest.Config, studies: list[FinalizedStudy], rules: list[C
         records = _passing(study.result.experiments, study.result.manifest)
         name = study.result.study_name
         if rules:
-            saved, note = stored.load(root, stored.fingerprint(records), name, any_hardware)
+            if config.getoption("llem_compare") == "last":
+                saved, note = _last(config, name, stored.fingerprint(records), any_hardware)
+            else:
+                saved, note = stored.load(root, stored.fingerprint(records), name, any_hardware)
             if note:
                 lines.append(f"{name}: {note}")
             if saved is None and note and not any_hardware:

@@ -43,28 +43,30 @@ def baseline_file(root: Path, finger: str, study_name: str) -> Path:
     return root / finger / f"{sanitise(study_name)}.json"
 
 
-def store(root: Path, study_name: str, records: list[dict[str, Any]]) -> Path:
-    """Write the per-cycle figures of every metric, per configuration."""
-    finger = fingerprint(records)
+def snapshot(study_name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-cycle figures of every metric, per configuration, with hardware and software."""
     configs: dict[str, Any] = {}
     for metric in LIMIT_METRICS:
         for config_id, values in values_by_config(records, metric).items():
             configs.setdefault(config_id, {})[metric] = values
     for record in records:
         configs.setdefault(record["config_id"], {})["measurement_config_hash"] = record.get("measurement_config_hash")
-    path = baseline_file(root, finger, study_name)
-    write_json_atomic(
-        path,
-        {
-            "format": FORMAT,
-            "study_name": study_name,
-            "fingerprint": finger,
-            "hardware": hardware(records),
-            "software": records[0].get("software_versions") if records else {},
-            "stored_at": utc_iso(),
-            "configs": configs,
-        },
-    )
+    return {
+        "format": FORMAT,
+        "study_name": study_name,
+        "fingerprint": fingerprint(records),
+        "hardware": hardware(records),
+        "software": records[0].get("software_versions") if records else {},
+        "stored_at": utc_iso(),
+        "configs": configs,
+    }
+
+
+def store(root: Path, study_name: str, records: list[dict[str, Any]]) -> Path:
+    """Write the snapshot as this hardware's baseline of the study."""
+    data = snapshot(study_name, records)
+    path = baseline_file(root, data["fingerprint"], study_name)
+    write_json_atomic(path, data)
     return path
 
 

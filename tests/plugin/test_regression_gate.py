@@ -77,3 +77,19 @@ def test_bad_compare_expressions_are_usage_errors(pytester: pytest.Pytester, tex
     write_study(pytester.path, "gate.llem.yaml", "model: llem-tiny\n")
     result = pytester.runpytest("--collect-only", f"--llem-compare-fail={text}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_compare_with_the_last_run_from_the_pytest_cache(
+    pytester: pytest.Pytester, stub_transformers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLEM_STUB_STEP_SLEEP", "0.002")
+    write_study(pytester.path, "gate.llem.yaml", STUDY)
+    last = ("-p", "no:benchmark", "--llem-compare=last", RULE)
+    assert pytester.runpytest_subprocess(*last).ret == 0  # nothing cached yet: NEW
+    same = pytester.runpytest_subprocess(*last)
+    assert same.ret == 0
+    same.stdout.fnmatch_lines(["*gate: compared with the last run (pytest cache)*", "*stub-ok-transformers: * OK*"])
+    monkeypatch.setenv("LLEM_STUB_STEP_SLEEP", "0.02")
+    slower = pytester.runpytest_subprocess(*last)
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED
+    slower.stdout.fnmatch_lines(["*stub-ok-transformers: avg_tokens_per_second.median*REGRESSED*"])
