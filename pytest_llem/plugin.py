@@ -380,9 +380,11 @@ class LlemSession:
         from pytest_llem.baselines import visible_gpu_uuids
 
         uuids, reason = visible_gpu_uuids()
-        gpus = f"{len(uuids)} GPU(s) visible to NVML" if uuids else f"no GPU energy ({reason})"
+        gpus = f"{len(uuids)} GPU(s) visible to NVML, meter per study (auto: nvml)" if uuids else f"no GPU energy ({reason})"
         limits = f", {len(self.cli_limits)} command-line limit(s)" if self.cli_limits else ""
-        return [f"llem: {gpus}{limits}"]
+        target = "the last run (pytest cache)" if config.getoption("llem_compare") == "last" else "stored baselines"
+        compare = f", compare with {target}" if self.compare_rules else ""
+        return [f"llem: {gpus}{limits}{compare}; cells run in each study's experiment_order"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or not self.study_dirs:

@@ -10,14 +10,17 @@ import pytest
 from tests.plugin.conftest import STUB_STUDY, write_study
 
 
-def test_a_breached_limit_fails_the_cell_with_its_line(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-p", "no:benchmark", "-n", "2"]], ids=["serial", "xdist"])
+def test_a_breached_limit_fails_the_cell_with_its_line(
+    pytester: pytest.Pytester, stub_transformers: Path, workers: list[str]
+) -> None:
     write_study(
         pytester.path,
         "limits.llem.yaml",
         STUB_STUDY
         + "expect:\n  avg_tokens_per_second: {min: 1.0e12}\n  request_latency_s.p95: {max: 1000}\nexecution: {n_cycles: 1}\n",
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *workers)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [

@@ -60,15 +60,16 @@ def test_the_whole_baseline_workflow(pytester: pytest.Pytester, stub_transformer
     assert run(pytester, RULE).ret == 0
 
 
-def test_comparing_across_hardware_is_refused(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_comparing_across_hardware_is_refused(pytester: pytest.Pytester, stub_transformers: Path, workers: list[str]) -> None:
     write_study(pytester.path, "gate.llem.yaml", STUDY.replace("n_cycles: 4", "n_cycles: 1"))
     other = pytester.path / ".llem-baselines" / "1x-Fake_GPU-700W"
     other.mkdir(parents=True)
     (other / "gate.json").write_text(json.dumps({"configs": {}, "software": {}}))
-    refused = run(pytester, RULE)
+    refused = run(pytester, RULE, *workers)
     assert refused.ret == pytest.ExitCode.TESTS_FAILED
     refused.stdout.fnmatch_lines(["*baseline exists only for other hardware (1x-Fake_GPU-700W)*refused*"])
-    allowed = run(pytester, RULE, "--llem-compare-any-hardware")
+    allowed = run(pytester, RULE, "--llem-compare-any-hardware", *workers)
     assert allowed.ret == 0
 
 
