@@ -71,6 +71,7 @@ def test_comparing_across_hardware_is_refused(pytester: pytest.Pytester, stub_tr
     refused.stdout.fnmatch_lines(["*baseline exists only for other hardware (1x-Fake_GPU-700W)*refused*"])
     allowed = run(pytester, RULE, "--llem-compare-any-hardware", *workers)
     assert allowed.ret == 0
+    allowed.stdout.fnmatch_lines(["*gate: only 1 cycle(s): a one-sided Mann-Whitney test needs 4 or more*"])
 
 
 @pytest.mark.parametrize("text", ["median", "avg_tokens_per_second.avg:5%", "mj_per_tok.median:5%"])
