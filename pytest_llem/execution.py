@@ -56,7 +56,6 @@ class StudyRun:
     study_dir: Path
     manifest: Manifest
     timeout_override: float | None = None
-    outcomes: list[CellOutcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     _last_cycle: int | None = None
     _ran_any: bool = False
@@ -124,7 +123,6 @@ class StudyRun:
 
     def skip(self, cell: CellRef, reason: str) -> None:
         self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason)
-        self.outcomes.append(CellOutcome(cell, "skipped", error=reason))
 
     def run_cell(
         self, cell: CellRef, baselines: IdleBaselines | None = None, results_root: Path | None = None,
@@ -163,7 +161,6 @@ class StudyRun:
             )
         except CellError as exc:
             self.manifest.update(experiment_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            self.outcomes.append(CellOutcome(cell, "failed", error=str(exc), cell_dir=cell_dir))
             raise
         measurement = report.measurement
         used = [g["uuid"] for g in measurement["gpus"]]
@@ -214,9 +211,7 @@ class StudyRun:
             mj_per_tok_total=record["mj_per_tok_total"],
             avg_tokens_per_second=record["avg_tokens_per_second"],
         )
-        outcome = CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
-        self.outcomes.append(outcome)
-        return outcome
+        return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
 
     def finish(self) -> None:
         """Record the study's wall time; statistics come from :func:`finalize_study`."""
