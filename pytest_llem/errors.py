@@ -65,5 +65,13 @@ class CellStartupFailed(CellCrashed):
     """The child died or stalled before the handshake said it was ready."""
 
 
+class CellEngineUnavailable(CellError):
+    """The cell's engine cannot run in this environment (its package is missing, say).
+
+    Not a crash: the session's ``--llem-missing-engine`` policy decides whether the cell fails
+    with this message or is skipped with it.
+    """
+
+
 class CellTimeout(CellError):
     """The cell ran past its time limit and its process group was killed."""

@@ -122,7 +122,7 @@ class StudyRun:
         return contained(self.study_dir, name)
 
     def skip(self, cell: CellRef, reason: str) -> None:
-        self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason)
+        self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason, error=None)
 
     def run_cell(
         self, cell: CellRef, baselines: IdleBaselines | None = None, results_root: Path | None = None,

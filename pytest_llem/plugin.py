@@ -89,7 +89,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Allow comparing with a baseline stored on other hardware.",
     )
+    group.addoption(
+        "--llem-missing-engine",
+        dest="llem_missing_engine",
+        choices=("fail", "skip"),
+        default=None,
+        help="What a cell whose engine cannot run here does (package not installed, too few GPUs):"
+        " fail (default) or skip, with the reason either way. Also the ini key llem_missing_engine.",
+    )
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
+    parser.addini(
+        "llem_missing_engine", "fail or skip: cells whose engine cannot run here (default fail).", default="fail"
+    )
     parser.addini("llem_limits", "Limits every cell must meet (one METRIC.max:N per line).", type="linelist", default=[])
 
 
@@ -103,6 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session.cli_limits = _command_line_limits(config)
     session.compare_rules = _compare_rules(config)
     config.pluginmanager.register(session, SESSION_PLUGIN_NAME)
+    session.missing_engine_policy()  # a bad ini value is a usage error now, not at the first cell
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_llem.xdist import XdistCoordination
 
@@ -243,14 +255,30 @@ class LlemSession:
             self.runs[path] = run
             self.study_dirs.append(run.study_dir)
 
+    def missing_engine_policy(self) -> str:
+        """``--llem-missing-engine``, else the ini key, else fail; a bad ini value is a usage error."""
+        chosen = self.config.getoption("llem_missing_engine") or self.config.getini("llem_missing_engine") or "fail"
+        if chosen not in ("fail", "skip"):
+            raise pytest.UsageError(f"llem_missing_engine must be 'fail' or 'skip', got {chosen!r}")
+        return str(chosen)
+
     def _ref(self, item: CellItem) -> Any:
         from pytest_llem.execution import CellRef
 
         return CellRef(item.configuration, item.cycle, item.position, item.nodeid)
 
     def run_cell(self, item: CellItem, baselines: IdleBaselines | None = None) -> None:
+        from pytest_llem.errors import CellEngineUnavailable
+
         run = self.runs[item.study.path]
-        outcome = run.run_cell(self._ref(item), baselines, self.results_root(item), gpu_uuid=self.gpu_uuid)
+        ref = self._ref(item)
+        try:
+            outcome = run.run_cell(ref, baselines, self.results_root(item), gpu_uuid=self.gpu_uuid)
+        except CellEngineUnavailable as exc:
+            if self.missing_engine_policy() == "skip":
+                run.skip(ref, f"engine unavailable: {exc}")
+                pytest.skip(f"engine unavailable: {exc}")
+            raise
         record = outcome.record or {}
         item.llem_report = {  # type: ignore[attr-defined]
             key: record.get(key)

@@ -167,7 +167,8 @@ def describe_gpus(gpu_uuids: list[str]) -> list[dict[str, Any]]:
     A field is ``None`` where its query raises an NVML error (unsupported, no permission), so
     one missing figure never costs the others. ``index`` is NVML's index, which is not the CUDA
     index when ``CUDA_VISIBLE_DEVICES`` reorders or hides GPUs. ``foreign_compute_processes``
-    counts compute processes other than this one; inside a container NVML may report host PIDs,
+    counts compute processes outside this process and its descendants (vLLM and TensorRT-LLM
+    run the model in worker processes of their own); inside a container NVML may report host PIDs,
     so this process itself can be counted there.
 
     Raises :class:`MeterUnavailable` when NVML cannot initialise or a UUID is not found.
@@ -188,7 +189,8 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
     memory = q(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
     mig = q(nvml, nvml.nvmlDeviceGetMigMode, handle)
     processes = q(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
-    foreign = [] if processes is None else [proc for proc in processes if proc.pid != os.getpid()]
+    own = own_process_tree()
+    foreign = [] if processes is None else [proc for proc in processes if proc.pid not in own]
     return {
         "uuid": uuid,
         "index": q(nvml, nvml.nvmlDeviceGetIndex, handle),
@@ -209,3 +211,35 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
             None if processes is None else sum((getattr(p, "usedGpuMemory", None) or 0) for p in foreign) / _MIB
         ),
     }
+
+
+def own_process_tree() -> set[int]:
+    """This process and every process descended from it, from ``/proc`` (Linux).
+
+    Elsewhere, or where ``/proc`` cannot be read, just this process.
+    """
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {me}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # Field 4 is the parent PID; the command name (field 2) may hold spaces, so split after it.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = {me}, [me]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree

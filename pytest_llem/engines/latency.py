@@ -49,3 +49,28 @@ def batch_latencies(start: float, step_times: Sequence[float], counted_lengths: 
         itl.extend(step_times[i] - step_times[i - 1] for i in range(1, length))
         end_to_end.append(step_times[length - 1] - start)
     return BatchLatencies(ttft_s=ttft, itl_s=itl, end_to_end_s=end_to_end)
+
+
+def request_latencies(start: float, token_times: Sequence[Sequence[float]], counted_lengths: Sequence[int]) -> BatchLatencies:
+    """Per-request figures where each request has its own token arrival times.
+
+    For engines that schedule requests independently (vLLM's continuous batching): request
+    ``r``'s ``k``-th generated token was available at ``token_times[r][k]``. Only the first
+    ``counted_lengths[r]`` tokens count, as everywhere else.
+    """
+    if len(token_times) != len(counted_lengths):
+        raise ValueError(f"{len(token_times)} requests timed but {len(counted_lengths)} counted")
+    ttft: list[float] = []
+    itl: list[float] = []
+    end_to_end: list[float] = []
+    for times, length in zip(token_times, counted_lengths, strict=True):
+        if length < 1:
+            raise ValueError(f"a request needs at least one counted token for latency figures, got {length}")
+        if length > len(times):
+            raise ValueError(f"a request counts {length} tokens but only {len(times)} were timed")
+        if any(later < earlier for earlier, later in pairwise(times)):
+            raise ValueError("token times must not decrease")
+        ttft.append(times[0] - start)
+        itl.extend(times[i] - times[i - 1] for i in range(1, length))
+        end_to_end.append(times[length - 1] - start)
+    return BatchLatencies(ttft_s=ttft, itl_s=itl, end_to_end_s=end_to_end)

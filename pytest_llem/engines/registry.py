@@ -21,16 +21,22 @@ _INSTALL_HINT = {
 
 def create_engine(name: str) -> Engine:
     """A fresh, unloaded engine; :class:`EngineUnavailable` says what to install when it can't."""
-    if name == "transformers":
-        try:
+    try:
+        if name == "transformers":
             from pytest_llem.engines.transformers import TransformersEngine
-        except ImportError as exc:
-            raise EngineUnavailable(
-                f"the transformers engine needs torch and transformers ({exc}); "
-                f"install them with: {_INSTALL_HINT[name]}"
-            ) from exc
-        return TransformersEngine()
-    if name in ("vllm", "tensorrt"):
-        raise EngineUnavailable(f"the {name} engine is not available in this version of pytest-llem yet")
+
+            return TransformersEngine()
+        if name == "vllm":
+            from pytest_llem.engines.vllm import VllmEngine
+
+            return VllmEngine()
+        if name == "tensorrt":
+            from pytest_llem.engines.tensorrt import TensorrtEngine
+
+            return TensorrtEngine()
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"the {name} engine cannot be imported ({exc}); install it with: {_INSTALL_HINT[name]}"
+        ) from exc
     known = ", ".join(ENGINE_NAMES)
     raise EngineUnavailable(f"unknown engine {name!r}; known engines: {known}")

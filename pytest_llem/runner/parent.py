@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_llem.errors import CellCrashed, CellError, CellStartupFailed, CellTimeout
+from pytest_llem.errors import CellCrashed, CellEngineUnavailable, CellError, CellStartupFailed, CellTimeout
 
 LOG_NAME = "child.log"
 KILL_GRACE_SECONDS = 5.0
@@ -213,7 +213,9 @@ def run_in_child(
                 pass
             _kill_group(proc)  # nothing of the cell may outlive it (engine worker processes)
         channel.close()
-    if failure is not None:
+    if failure is not None and failure.get("type") == "EngineUnavailable":
+        error = CellEngineUnavailable(str(failure.get("message", "")))  # the message says it all
+    elif failure is not None:
         error = CellCrashed(f"{failure.get('type', 'Error')}: {failure.get('message', '')}".rstrip())
         error.child_traceback = str(failure.get("traceback", ""))
     if error is not None:

@@ -74,32 +74,69 @@ class TransformersConfig(_Strict):
     torch_compile: bool = False
 
 
-class VllmConfig(_Strict):
-    """Settings of the vLLM offline engine (runs in a later release)."""
+def _no_shadowed_settings(section: str, model: BaseModel, engine_args: dict[str, Any]) -> None:
+    """The escape hatch must not restate a setting the section already has a key for.
 
-    max_num_seqs: int | None = Field(None, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    enforce_eager: bool = False
-    enable_prefix_caching: bool = False
+    Otherwise the record would show one value under ``vllm.max_num_seqs`` while another ran.
+    """
+    shadowed = sorted(set(engine_args) & (set(type(model).model_fields) - {"engine_args"}))
+    if shadowed:
+        raise ValueError(
+            f"{section}.engine_args repeats {', '.join(shadowed)}: set "
+            + ", ".join(f"{section}.{key}" for key in shadowed)
+            + " instead"
+        )
+
+
+class VllmConfig(_Strict):
+    """Settings of the vLLM engine (offline ``vllm.LLM``); unset ones keep vLLM's defaults."""
+
+    max_num_seqs: int | None = Field(None, ge=1, description="Most requests running at once (vLLM's batch).")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget of one scheduler step.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take.")
+    enforce_eager: bool = Field(False, description="No CUDA graphs or torch.compile.")
+    enable_prefix_caching: bool = Field(
+        False, description="Off for measurement: repeated passes would otherwise skip prefill work."
+    )
     enable_chunked_prefill: bool | None = None
     kv_cache_dtype: str = "auto"
     quantization: str | None = None
     block_size: int | None = Field(None, ge=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    attention_backend: str | None = None
-    engine_args: dict[str, Any] = Field(default_factory=dict, description="Other vLLM engine arguments.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per cell; energy is summed over all of them.")
+    attention_backend: str | None = Field(None, description="e.g. FLASH_ATTN, FLASHINFER, TRITON_ATTN.")
+    token_timing: bool = Field(
+        True,
+        description="Time every token (TTFT, ITL per request) by stepping the engine; false runs plain"
+        " LLM.generate and records end-to-end latency only.",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other vllm.LLM / EngineArgs argument, forwarded as given; an unknown one fails the cell.",
+    )
+
+    @model_validator(mode="after")
+    def _escape_hatch(self) -> VllmConfig:
+        _no_shadowed_settings("vllm", self, self.engine_args)
+        return self
 
 
 class TensorrtConfig(_Strict):
-    """Settings of the TensorRT-LLM engine (runs in a later release)."""
+    """Settings of the TensorRT-LLM engine (its ``LLM`` API); unverified on hardware so far."""
 
     max_batch_size: int | None = Field(None, ge=1)
     max_num_tokens: int | None = Field(None, ge=1)
     kv_cache_free_gpu_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
-    quantization: str | None = None
+    quantization: str | None = Field(None, description="A QuantAlgo name, e.g. FP8, W4A16_AWQ.")
     tensor_parallel_size: int = Field(1, ge=1)
-    engine_args: dict[str, Any] = Field(default_factory=dict, description="Other TensorRT-LLM LLM() arguments.")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other TensorRT-LLM LLM() argument, forwarded as given; an unknown one fails the cell.",
+    )
+
+    @model_validator(mode="after")
+    def _escape_hatch(self) -> TensorrtConfig:
+        _no_shadowed_settings("tensorrt", self, self.engine_args)
+        return self
 
 
 class WarmupConfig(_Strict):

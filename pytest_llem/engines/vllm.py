@@ -1,0 +1,357 @@
+"""The vLLM engine: offline ``vllm.LLM`` fed the measurement loop's token ids.
+
+Written against vLLM 0.26 (V1 engine) and run on an H100 with it. Choices that keep vLLM's
+figures comparable with the other engines:
+
+* **Same inputs.** The tokenizer is never initialised (``skip_tokenizer_init``); prompts go in
+  as ``{"prompt_token_ids": [...]}``, the ids the loop tokenised and truncated once for every
+  engine, and nothing is detokenised (``detokenize=False``).
+* **Same stopping.** Without a tokenizer vLLM knows no EOS, so every id the loop counts as EOS
+  is passed as ``stop_token_ids`` (vLLM keeps the stop token in the output, so it counts, as in
+  transformers). ``ignore_eos`` is vLLM's own: generation runs to ``max_tokens``.
+* **No defaults from the checkpoint.** ``generation_config="vllm"`` keeps a model's
+  ``generation_config.json`` (sampling temperature, say) out; the sampling settings are exactly
+  the study's.
+* **Prefix caching off by default**: the measured window repeats the same prompts, and a cache
+  would skip their prefill after the first pass.
+* **Architecture-only models** (a config without weights) load with ``load_format="dummy"``:
+  random weights, no download; energy per token does not depend on weight values.
+* **Per-token timing** (``vllm.token_timing``, default on): requests are added to the engine and
+  it is stepped here, as ``LLM.generate`` does internally, but with ``RequestOutputKind.DELTA``
+  so each step reports its new tokens; each token is stamped with the host time its step
+  returned. That is the same definition as the transformers engine's. Off, the batch runs
+  through plain ``LLM.generate`` and only end-to-end latency (the batch's) is recorded.
+* **GPUs**: vLLM uses the first ``tensor_parallel_size`` visible GPUs; their UUIDs come from
+  NVML before vLLM starts, so this process never creates a CUDA context of its own, and the
+  meter reads every one of them.
+
+The whole pass is one ``generate`` call: vLLM schedules the requests itself (continuous
+batching), with ``max_num_seqs`` bounding how many run at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import itertools
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import vllm
+from vllm import LLM, SamplingParams
+from vllm.engine.arg_utils import EngineArgs
+from vllm.sampling_params import RequestOutputKind
+
+from pytest_llem.engines.common import (
+    PRECISION_DTYPES,
+    check_engine_args,
+    cuda_visible_devices,
+    dataclass_field_names,
+    describe_gpus_in_words,
+    engine_gpus,
+    parameter_count_from_config,
+    require_gpu_device,
+)
+from pytest_llem.engines.latency import request_latencies
+from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
+from pytest_llem.errors import LlemError
+from pytest_llem.models.loading import is_architecture_only
+
+#: Arguments pytest-llem sets itself, and the study key to use instead of engine_args.
+OWNED_ARGS: dict[str, str] = {
+    "model": "model",
+    "dtype": "precision",
+    "seed": "decoding.seed",
+    "skip_tokenizer_init": "(always on: prompts are token ids)",
+    "tokenizer": "(prompts are token ids; no tokenizer is loaded)",
+    "generation_config": "(always 'vllm': the study's decoding settings apply, not the checkpoint's)",
+}
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """The study's ``vllm:`` section as the engine uses it."""
+
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: bool | None = None
+    kv_cache_dtype: str = "auto"
+    quantization: str | None = None
+    block_size: int | None = None
+    tensor_parallel_size: int = 1
+    attention_backend: str | None = None
+    token_timing: bool = True
+    engine_args: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, settings: dict[str, Any]) -> VllmSettings:
+        """Refuse a key this engine would not use: nothing set in a study is silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise LlemError(f"unknown vllm setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        values = dict(settings)
+        engine_args = values.pop("engine_args", None) or {}
+        if not isinstance(engine_args, dict):
+            raise LlemError(f"vllm.engine_args must be a mapping, got {engine_args!r}")
+        tp = values.get("tensor_parallel_size", 1)
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise LlemError(f"vllm.tensor_parallel_size must be a positive integer, got {tp!r}")
+        return cls(**values, engine_args=tuple(sorted(engine_args.items())))
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        """The section's settings as ``vllm.LLM`` keywords; unset optional ones are left to vLLM."""
+        kwargs: dict[str, Any] = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "kv_cache_dtype": self.kv_cache_dtype,
+        }
+        optional = {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "enable_chunked_prefill": self.enable_chunked_prefill,
+            "quantization": self.quantization,
+            "block_size": self.block_size,
+            "attention_backend": self.attention_backend,
+        }
+        kwargs.update({key: value for key, value in optional.items() if value is not None})
+        return kwargs
+
+
+def accepted_llm_args() -> set[str]:
+    """What the installed vLLM's ``LLM(...)`` takes: its own keywords and every EngineArgs field."""
+    own = {
+        name
+        for name, parameter in inspect.signature(LLM.__init__).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
+    return own | dataclass_field_names(EngineArgs)
+
+
+class VllmEngine:
+    """:class:`~pytest_llem.engines.protocol.Engine` over vLLM's offline ``LLM``."""
+
+    name = "vllm"
+
+    def __init__(self) -> None:
+        self._llm: Any = None
+        self._request: LoadRequest | None = None
+        self._settings = VllmSettings()
+        self._sampling: Any = None
+        self._gpus: list[GpuRef] = []
+        self._kwargs: dict[str, Any] = {}
+        self._start_time_s: float | None = None
+        self._parameters: int | None = None
+        self._ids = itertools.count()
+
+    def load(self, request: LoadRequest) -> None:
+        """Start vLLM on the cell's GPUs (compilation and CUDA graph capture happen here)."""
+        require_gpu_device(self.name, request.device)
+        if request.precision not in PRECISION_DTYPES:
+            raise LlemError(f"precision must be one of {sorted(PRECISION_DTYPES)}, got {request.precision!r}")
+        settings = VllmSettings.from_mapping(dict(request.settings))
+        extra = check_engine_args(self.name, dict(settings.engine_args), accepted=accepted_llm_args(), owned=OWNED_ARGS)
+        gpus = engine_gpus(settings.tensor_parallel_size)
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "dtype": PRECISION_DTYPES[request.precision],
+            "seed": request.decoding.seed,
+            "skip_tokenizer_init": True,
+            "generation_config": "vllm",
+            **settings.llm_kwargs(),
+        }
+        if is_architecture_only(request.model):
+            if extra.get("load_format", "dummy") != "dummy":
+                raise LlemError(
+                    f"{request.model} has a config but no weights, so it can only load with"
+                    f" load_format 'dummy', not {extra['load_format']!r}"
+                )
+            kwargs["load_format"] = "dummy"
+        kwargs.update(extra)
+        started = time.perf_counter()
+        self._llm = LLM(**kwargs)
+        self._start_time_s = time.perf_counter() - started
+        self._kwargs = kwargs
+        self._request = request
+        self._settings = settings
+        self._gpus = gpus
+        self._sampling = self._sampling_params(request, settings.token_timing)
+
+    @staticmethod
+    def _sampling_params(request: LoadRequest, token_timing: bool) -> Any:
+        decoding = request.decoding
+        params: dict[str, Any] = {
+            "max_tokens": request.max_output_tokens,
+            "ignore_eos": request.ignore_eos,
+            "stop_token_ids": [] if request.ignore_eos else list(request.eos_token_ids),
+            "repetition_penalty": decoding.repetition_penalty,
+            "detokenize": False,
+            "n": 1,
+        }
+        if decoding.temperature > 0:
+            params.update(
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                top_k=decoding.top_k if decoding.top_k is not None else 0,  # 0: no top-k in vLLM
+                seed=decoding.seed,
+            )
+        else:
+            params["temperature"] = 0.0
+        if token_timing:
+            params["output_kind"] = RequestOutputKind.DELTA
+        return SamplingParams(**params)
+
+    # -- what the loop asks about ------------------------------------------------------------
+
+    @property
+    def gpus(self) -> list[GpuRef]:
+        """Every GPU the cell's tensor-parallel group runs on (one per rank)."""
+        return list(self._gpus) if self._llm is not None else []
+
+    @property
+    def device_description(self) -> str:
+        return describe_gpus_in_words(self.gpus)
+
+    def parameter_count(self) -> int:
+        """From the model's config on the meta device: vLLM's weights live in worker processes."""
+        if self._parameters is None:
+            self._parameters = parameter_count_from_config(self._loaded_request().model)
+        return self._parameters
+
+    def plan_batches(self, prompts: list[list[int]]) -> list[list[list[int]]]:
+        """One call per pass: vLLM batches the requests itself, up to ``max_num_seqs`` at once."""
+        return [list(prompts)] if prompts else []
+
+    def run_batch(self, batch: list[list[int]]) -> BatchResult:
+        """Generate for every request of the batch and return what counts as output, in order."""
+        request = self._loaded_request()
+        if not batch or any(len(ids) == 0 for ids in batch):
+            raise LlemError("run_batch needs a non-empty batch of non-empty prompts")
+        if self._settings.token_timing:
+            return self._run_stepped(batch, request)
+        start = time.perf_counter()
+        outputs = self._llm.generate(
+            [{"prompt_token_ids": list(ids)} for ids in batch], self._sampling, use_tqdm=False
+        )
+        wall = time.perf_counter() - start
+        counted = [count_output_tokens(list(out.outputs[0].token_ids), request.eos_token_ids, request.ignore_eos) for out in outputs]
+        return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+
+    def _run_stepped(self, batch: list[list[int]], request: LoadRequest) -> BatchResult:
+        """Step the engine as ``LLM.generate`` does, stamping each request's new tokens."""
+        engine = self._llm.llm_engine
+        order: dict[str, int] = {}
+        for position, ids in enumerate(batch):
+            request_id = f"llem-{next(self._ids)}"
+            order[request_id] = position  # outputs carry the id given here (vLLM adds a suffix inside)
+            internal = engine.add_request(request_id, {"prompt_token_ids": list(ids)}, self._sampling)
+            order[str(internal)] = position
+        generated: list[list[int]] = [[] for _ in batch]
+        times: list[list[float]] = [[] for _ in batch]
+        start = time.perf_counter()
+        while engine.has_unfinished_requests():
+            step_outputs = engine.step()
+            now = time.perf_counter()
+            for output in step_outputs:
+                found = order.get(output.request_id)
+                if found is None:
+                    continue
+                new = list(output.outputs[0].token_ids) if output.outputs else []
+                generated[found].extend(new)
+                times[found].extend([now] * len(new))
+        wall = time.perf_counter() - start
+        counted = [count_output_tokens(ids, request.eos_token_ids, request.ignore_eos) for ids in generated]
+        if any(not ids for ids in counted):
+            return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+        latencies = request_latencies(start, times, [len(ids) for ids in counted])
+        return BatchResult(
+            output_token_ids=counted,
+            wall_time_s=wall,
+            per_request_time_s=latencies.end_to_end_s,
+            ttft_s=latencies.ttft_s,
+            itl_s=latencies.itl_s,
+        )
+
+    def version(self) -> str | None:
+        return str(vllm.__version__)
+
+    def effective_settings(self) -> dict[str, Any]:
+        """What vLLM resolved, read back from its config (defaults included), and what was passed."""
+        request = self._loaded_request()
+        config = getattr(self._llm.llm_engine, "vllm_config", None)
+
+        def read(section: str, attribute: str) -> Any:
+            value = getattr(getattr(config, section, None), attribute, None)
+            return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+        sampling = self._sampling
+        return {
+            "passed_to_llm": {
+                key: value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+                for key, value in self._kwargs.items()
+            },
+            "resolved": {
+                "dtype": read("model_config", "dtype"),
+                "max_model_len": read("model_config", "max_model_len"),
+                "enforce_eager": read("model_config", "enforce_eager"),
+                "quantization": read("model_config", "quantization"),
+                "max_num_seqs": read("scheduler_config", "max_num_seqs"),
+                "max_num_batched_tokens": read("scheduler_config", "max_num_batched_tokens"),
+                "enable_chunked_prefill": read("scheduler_config", "enable_chunked_prefill"),
+                "async_scheduling": read("scheduler_config", "async_scheduling"),
+                "gpu_memory_utilization": read("cache_config", "gpu_memory_utilization"),
+                "block_size": read("cache_config", "block_size"),
+                "kv_cache_dtype": read("cache_config", "cache_dtype"),
+                "enable_prefix_caching": read("cache_config", "enable_prefix_caching"),
+                "num_gpu_blocks": read("cache_config", "num_gpu_blocks"),
+                "tensor_parallel_size": read("parallel_config", "tensor_parallel_size"),
+                "attention_backend": read("attention_config", "backend"),
+                "load_format": read("load_config", "load_format"),
+            },
+            "engine_start_s": self._start_time_s,
+            "token_timing": self._settings.token_timing,
+            "weights": "random (load_format=dummy)" if self._kwargs.get("load_format") == "dummy" else "pretrained",
+            "cuda_visible_devices": cuda_visible_devices(),
+            "gpus": [g.uuid for g in self._gpus],
+            "sampling": {
+                "max_tokens": sampling.max_tokens,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": sampling.top_k,
+                "repetition_penalty": sampling.repetition_penalty,
+                "seed": sampling.seed,
+                "ignore_eos": sampling.ignore_eos,
+                "stop_token_ids": list(sampling.stop_token_ids or []),
+                "detokenize": sampling.detokenize,
+                "eos_handling": (
+                    "ignore_eos: every request runs max_tokens steps"
+                    if request.ignore_eos
+                    else "stop at any EOS id (stop_token_ids); counted up to and including it"
+                ),
+            },
+        }
+
+    def peak_memory_bytes(self) -> int | None:
+        """Not known: vLLM reserves ``gpu_memory_utilization`` of the GPU up front (NVML has it)."""
+        return None
+
+    def release(self) -> None:
+        """Shut the engine's processes down and drop it."""
+        llm, self._llm = self._llm, None
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(engine_core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        gc.collect()
+
+    def _loaded_request(self) -> LoadRequest:
+        if self._llm is None or self._request is None:
+            raise LlemError("the vllm engine has no model loaded; call load() first")
+        return self._request

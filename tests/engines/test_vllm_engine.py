@@ -1,0 +1,228 @@
+"""The vLLM engine adapter against a fake ``vllm`` at the import boundary (tests/fakes/engines/vllm).
+
+The fake keeps vLLM 0.26's names and keyword rules (``LLM`` hands unknown keywords to the
+``EngineArgs`` dataclass, which raises ``TypeError``), batches continuously up to
+``max_num_seqs`` and generates deterministic ids, so these tests check what the adapter does
+with vLLM: which settings reach it, how tokens are counted and timed, and what the escape hatch
+forwards or refuses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pytest_llem.engines.protocol import Decoding, LoadRequest
+from pytest_llem.errors import EngineUnavailable, LlemError
+from tests.energy.conftest import FakeNvml
+
+ENGINE_FAKES = Path(__file__).resolve().parents[1] / "fakes" / "engines"
+
+
+@pytest.fixture
+def vllm_module(monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path: Path) -> Iterator[ModuleType]:
+    """The adapter module, importing the fake vllm; two fake GPUs; a log of what vLLM was given."""
+    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")] + ["pytest_llem.engines.vllm"]:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(ENGINE_FAKES))
+    monkeypatch.setenv("LLEM_FAKE_VLLM_LOG", str(tmp_path / "vllm.log"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake_nvml.configure(fake_nvml.gpu("GPU-aaa", name="Fake H100"), fake_nvml.gpu("GPU-bbb", name="Fake H100"))
+    module = importlib.import_module("pytest_llem.engines.vllm")
+    assert getattr(sys.modules["vllm"], "FAKE", False)
+    yield module
+    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")] + ["pytest_llem.engines.vllm"]:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (directory / "model.safetensors").write_bytes(b"")
+    return directory
+
+
+def request(model: Path, **overrides: Any) -> LoadRequest:
+    values: dict[str, Any] = {
+        "model": str(model), "precision": "bf16", "settings": {}, "decoding": Decoding(),
+        "max_output_tokens": 5, "ignore_eos": False, "eos_token_ids": (2, 9), "pad_token_id": 0,
+    }  # fmt: skip
+    values.update(overrides)
+    return LoadRequest(**values)
+
+
+def log(tmp_path: Path, event: str) -> list[dict[str, Any]]:
+    lines = (tmp_path / "vllm.log").read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry["event"] == event]
+
+
+def test_settings_reach_the_engine_and_are_read_back(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    settings = {
+        "max_num_seqs": 3, "max_num_batched_tokens": 512, "gpu_memory_utilization": 0.5, "enforce_eager": True,
+        "enable_prefix_caching": False, "kv_cache_dtype": "fp8", "block_size": 32, "tensor_parallel_size": 2,
+        "attention_backend": "FLASHINFER", "quantization": "fp8",
+    }  # fmt: skip
+    engine.load(request(model_dir, settings=settings, precision="fp16"))
+    (llm,) = log(tmp_path, "llm")
+    for key, value in settings.items():
+        assert llm[key] == value, key
+    assert llm["dtype"] == "float16" and llm["skip_tokenizer_init"] is True
+    assert llm["generation_config"] == "vllm" and llm["load_format"] == "auto"
+    effective = engine.effective_settings()
+    assert effective["resolved"]["max_num_seqs"] == 3
+    assert effective["resolved"]["enable_prefix_caching"] is False
+    assert effective["resolved"]["tensor_parallel_size"] == 2
+    assert effective["weights"] == "pretrained"
+    assert engine.version() == "0.0.0-fake"
+
+
+def test_tensor_parallel_cells_name_every_gpu_they_use(vllm_module: ModuleType, model_dir: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"tensor_parallel_size": 2}))
+    assert [g.uuid for g in engine.gpus] == ["GPU-aaa", "GPU-bbb"]
+    assert [g.cuda_index for g in engine.gpus] == [0, 1]
+    assert engine.device_description == "cuda:0 (Fake H100) + cuda:1 (Fake H100)"
+
+
+def test_visible_devices_choose_the_gpus(vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbb")
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    assert [g.uuid for g in engine.gpus] == ["GPU-bbb"]
+
+
+def test_more_ranks_than_gpus_is_unavailable_not_a_crash(vllm_module: ModuleType, model_dir: Path) -> None:
+    with pytest.raises(EngineUnavailable, match="needs 4 GPU"):
+        vllm_module.VllmEngine().load(request(model_dir, settings={"tensor_parallel_size": 4}))
+
+
+def test_cpu_is_refused(vllm_module: ModuleType, model_dir: Path) -> None:
+    with pytest.raises(EngineUnavailable, match="GPUs only"):
+        vllm_module.VllmEngine().load(request(model_dir, device="cpu"))
+
+
+def test_outputs_stop_at_eos_counting_it_and_nothing_after(
+    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:9")  # every request emits EOS id 9 at step 2
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"max_num_seqs": 2}))
+    batch = [[5, 6], [7], [8, 8, 8]]
+    result = engine.run_batch(batch)
+    assert [len(ids) for ids in result.output_token_ids] == [3, 3, 3]
+    assert all(ids[-1] == 9 for ids in result.output_token_ids)
+    first = (5 + 6) % 97 + 3
+    assert result.output_token_ids[0][0] == first, "outputs are in request order"
+    assert len(result.ttft_s) == 3 and len(result.itl_s) == 3 * 2 and len(result.per_request_time_s) == 3
+
+
+def test_ignore_eos_runs_to_max_tokens(vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "1:2")
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, ignore_eos=True))
+    result = engine.run_batch([[4, 4], [5]])
+    assert [len(ids) for ids in result.output_token_ids] == [5, 5]
+    assert result.output_token_ids[0][1] == 2, "the EOS id is an ordinary token under ignore_eos"
+    assert engine.effective_settings()["sampling"]["stop_token_ids"] == []
+
+
+def test_token_timing_follows_continuous_batching(
+    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one running slot, the second request waits for the first: its TTFT is later."""
+    monkeypatch.setenv("LLEM_FAKE_VLLM_STEP_SLEEP", "0.01")
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"max_num_seqs": 1}, ignore_eos=True))
+    result = engine.run_batch([[1], [2]])
+    assert result.ttft_s[1] >= result.ttft_s[0] + 5 * 0.01 * 0.9
+    assert all(gap >= 0.009 for gap in result.itl_s)
+    assert result.per_request_time_s[1] == pytest.approx(result.wall_time_s, abs=0.005)
+    assert max(result.per_request_time_s) <= result.wall_time_s
+
+
+def test_without_token_timing_plain_generate_runs(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"token_timing": False}, ignore_eos=True))
+    result = engine.run_batch([[1, 2], [3]])
+    assert [len(ids) for ids in result.output_token_ids] == [5, 5]
+    assert result.ttft_s == [] and result.itl_s == []
+    assert result.per_request_time_s == [result.wall_time_s] * 2
+    assert {s["output_kind"] for s in log(tmp_path, "sampling")} == {"FINAL_ONLY"}
+
+
+def test_sampling_settings_are_exactly_the_studys(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, decoding=Decoding(temperature=0.7, top_p=0.9, top_k=None, seed=11)))
+    engine.run_batch([[1]])
+    (sampling,) = log(tmp_path, "sampling")
+    assert sampling["temperature"] == 0.7 and sampling["top_p"] == 0.9 and sampling["seed"] == 11
+    assert sampling["top_k"] == 0, "no top-k is vLLM's 0, not its default"
+    assert sampling["stop_token_ids"] == [2, 9] and sampling["detokenize"] is False
+    assert sampling["output_kind"] == "DELTA" and sampling["max_tokens"] == 5
+
+
+def test_greedy_sets_temperature_zero(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    engine.run_batch([[1]])
+    (sampling,) = log(tmp_path, "sampling")
+    assert sampling["temperature"] == 0.0 and sampling["seed"] is None
+
+
+def test_escape_hatch_forwards_real_arguments(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"engine_args": {"max_model_len": 1024, "swap_space": 2}}))
+    (llm,) = log(tmp_path, "llm")
+    assert llm["max_model_len"] == 1024 and llm["swap_space"] == 2
+    assert engine.effective_settings()["passed_to_llm"]["max_model_len"] == 1024
+
+
+def test_escape_hatch_rejects_unknown_arguments_by_name(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LlemError, match=r"'max_model_length' is not an argument .*did you mean 'max_model_len'"):
+        vllm_module.VllmEngine().load(request(model_dir, settings={"engine_args": {"max_model_length": 1}}))
+    assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"
+
+
+def test_escape_hatch_rejects_what_pytest_llem_sets(vllm_module: ModuleType, model_dir: Path) -> None:
+    with pytest.raises(LlemError, match=r"'dtype' is set by pytest-llem; use precision"):
+        vllm_module.VllmEngine().load(request(model_dir, settings={"engine_args": {"dtype": "float32"}}))
+
+
+def test_unknown_section_key_is_refused(vllm_module: ModuleType, model_dir: Path) -> None:
+    with pytest.raises(LlemError, match="unknown vllm setting"):
+        vllm_module.VllmEngine().load(request(model_dir, settings={"batch_size": 4}))
+
+
+def test_architecture_only_models_load_dummy_weights(vllm_module: ModuleType, tmp_path: Path) -> None:
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    (arch / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    engine = vllm_module.VllmEngine()
+    engine.load(request(arch))
+    assert log(tmp_path, "llm")[0]["load_format"] == "dummy"
+    assert engine.effective_settings()["weights"] == "random (load_format=dummy)"
+    with pytest.raises(LlemError, match="only load with load_format 'dummy'"):
+        vllm_module.VllmEngine().load(request(arch, settings={"engine_args": {"load_format": "safetensors"}}))
+
+
+def test_one_call_per_pass_and_release_shuts_down(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    prompts = [[1], [2], [3]]
+    assert engine.plan_batches(prompts) == [prompts]
+    assert engine.peak_memory_bytes() is None
+    engine.release()
+    assert log(tmp_path, "shutdown")
+    assert engine.gpus == []
+    with pytest.raises(LlemError, match="no model loaded"):
+        engine.run_batch([[1]])

@@ -1,0 +1,149 @@
+"""vLLM cells through the whole plugin: the child imports a fake ``vllm`` and a fake NVML.
+
+What the engine-level tests cannot show: that the study's ``vllm:`` section reaches the
+engine through the child process, that a tensor-parallel cell's energy is the sum over its
+GPUs with the split recorded, that vLLM and transformers cells of one study see identical
+input token ids and count output the same way, and what a missing vLLM does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.plugin.conftest import write_study
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+
+STUDY = """
+model: llem-tiny
+precision: fp32
+engine: vllm
+dataset: {n_prompts: 4}
+max_input_tokens: 16
+max_output_tokens: 6
+ignore_eos: true
+vllm: {max_num_seqs: 2, tensor_parallel_size: 2, engine_args: {max_model_len: 512}}
+measurement:
+  min_window_seconds: 0
+  warmup: {max_batches: 2}
+  baseline: {enabled: false, spot_check_seconds: 0}
+execution: {n_cycles: 1}
+"""
+
+
+def with_fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpus: list[dict[str, Any]], engines: bool = True) -> Path:
+    paths = [str(FAKES / "engines")] if engines else []
+    paths.append(str(FAKES))  # pynvml
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    monkeypatch.setenv("LLEM_FAKE_NVML", json.dumps({"gpus": gpus}))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    log = tmp_path / "vllm-calls.log"
+    monkeypatch.setenv("LLEM_FAKE_VLLM_LOG", str(log))
+    return log
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    (study_dir,) = [p for p in (root / "results").iterdir() if p.is_dir()]
+    return [json.loads(p.read_text()) for p in sorted(study_dir.glob("*/result.json"))]
+
+
+def manifest(root: Path) -> dict[str, Any]:
+    (study_dir,) = [p for p in (root / "results").iterdir() if p.is_dir()]
+    return json.loads((study_dir / "manifest.json").read_text())
+
+
+GPU = {"name": "Fake H100", "idle_w": 70.0, "supports_energy": True}
+
+
+def test_a_tensor_parallel_cell_sums_energy_over_its_gpus(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}, {"uuid": "GPU-b", "power_w": 100.0, **GPU}])
+    write_study(pytester.path, "tp.llem.yaml", STUDY.replace("min_window_seconds: 0", "min_window_seconds: 0.2"))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    (record,) = records(pytester.path)
+    assert record["engine"] == "vllm" and record["engine_version"] == "0.0.0-fake"
+    a, b = record["energy_per_device_j"]
+    assert a / b == pytest.approx(3.0, rel=0.1), "the per-device split follows each GPU's power"
+    assert record["total_energy_j"] == pytest.approx(a + b)
+    assert record["total_tokens"] == record["passes"] * 4 * 6
+    (llm,) = [json.loads(line) for line in log.read_text().splitlines() if '"llm"' in line]
+    assert llm["max_num_seqs"] == 2 and llm["tensor_parallel_size"] == 2 and llm["max_model_len"] == 512
+    assert llm["enable_prefix_caching"] is False
+    (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir()]
+    (effective,) = [json.loads(p.read_text()) for p in study_dir.glob("*/effective_config.json")]
+    assert effective["engine"]["effective_settings"]["gpus"] == ["GPU-a", "GPU-b"]
+    assert effective["engine"]["effective_settings"]["resolved"]["max_num_seqs"] == 2
+
+
+def test_engines_of_one_study_see_identical_inputs_and_count_alike(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
+    body = STUDY.replace("engine: vllm", "engine: [transformers, vllm]").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
+    body = body.replace("max_input_tokens: 16", "max_input_tokens: 5") + "transformers: {batch_size: 4}\n"
+    write_study(pytester.path, "parity.llem.yaml", body)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=2)
+    by_engine = {r["engine"]: r for r in records(pytester.path)}
+    transformers, vllm = by_engine["transformers"], by_engine["vllm"]
+    assert transformers["total_input_tokens"] / transformers["passes"] == vllm["total_input_tokens"] / vllm["passes"]
+    assert transformers["total_input_tokens"] / transformers["passes"] <= 4 * 5, "truncated to max_input_tokens"
+    for record in (transformers, vllm):
+        assert record["total_tokens"] == record["passes"] * 4 * 6
+
+
+def test_eos_is_counted_and_nothing_after_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
+    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:1")  # llem-tiny's EOS id is 1
+    body = STUDY.replace("ignore_eos: true", "ignore_eos: false").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
+    write_study(pytester.path, "eos.llem.yaml", body)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    (record,) = records(pytester.path)
+    assert record["total_tokens"] == record["passes"] * 4 * 3
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_missing_vllm_fails_or_skips_by_policy_without_a_traceback(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str
+) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}], engines=False)
+    write_study(pytester.path, "missing.llem.yaml", STUDY)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", f"--llem-missing-engine={policy}")
+    if policy == "fail":
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*CellEngineUnavailable*vllm engine cannot be imported*pytest-llem[[]vllm[]]*"])
+        assert "traceback in the cell's process" not in result.stdout.str()
+        assert manifest(pytester.path)["experiments"][0]["status"] == "failed"
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*engine unavailable*pytest-llem[[]vllm[]]*"])
+        (entry,) = manifest(pytester.path)["experiments"]
+        assert entry["status"] == "skipped" and "pytest-llem[vllm]" in entry["skip_reason"]
+
+
+def test_the_missing_engine_policy_can_live_in_the_ini_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}], engines=False)
+    write_study(pytester.path, "missing.llem.yaml", STUDY)
+    pytester.makeini("[pytest]\nllem_missing_engine = skip\n")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(skipped=1)
+    pytester.makeini("[pytest]\nllem_missing_engine = sometimes\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*llem_missing_engine must be 'fail' or 'skip'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_shadowing_escape_hatch_is_an_error_of_the_file(pytester: pytest.Pytester) -> None:
+    write_study(pytester.path, "shadow.llem.yaml", STUDY.replace("engine_args: {max_model_len: 512}", "engine_args: {max_num_seqs: 8}"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*shadow.llem.yaml:*vllm.engine_args repeats max_num_seqs: set vllm.max_num_seqs instead*"])
+    assert result.ret == pytest.ExitCode.INTERRUPTED
