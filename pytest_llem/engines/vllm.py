@@ -250,7 +250,8 @@ class VllmEngine:
         for position, ids in enumerate(batch):
             request_id = f"llem-{next(self._ids)}"
             order[request_id] = position  # outputs carry the id given here (vLLM adds a suffix inside)
-            internal = engine.add_request(request_id, {"prompt_token_ids": list(ids)}, self._sampling)
+            # The engine-input form (vllm.inputs.tokens_input): already tokenised, nothing to render.
+            internal = engine.add_request(request_id, {"type": "token", "prompt_token_ids": list(ids)}, self._sampling)
             order[str(internal)] = position
         generated: list[list[int]] = [[] for _ in batch]
         times: list[list[float]] = [[] for _ in batch]
