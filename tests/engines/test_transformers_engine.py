@@ -388,9 +388,13 @@ def test_registry_creates_the_transformers_engine() -> None:
     assert isinstance(create_engine("transformers"), TransformersEngine)
 
 
-@pytest.mark.parametrize("name", ["vllm", "tensorrt"])
-def test_registry_later_engines_are_unavailable_for_now(name: str) -> None:
-    with pytest.raises(EngineUnavailable, match=f"the {name} engine is not available in this version"):
+@pytest.mark.parametrize(("name", "module"), [("vllm", "vllm"), ("tensorrt", "tensorrt_llm")])
+def test_registry_names_the_extra_when_an_engine_package_is_missing(
+    name: str, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # an import of it now raises ImportError
+    monkeypatch.delitem(sys.modules, f"pytest_llem.engines.{name}", raising=False)
+    with pytest.raises(EngineUnavailable, match=rf"the {name} engine cannot be imported .*pytest-llem\[{name}\]"):
         create_engine(name)
 
 
