@@ -83,21 +83,29 @@ def test_a_tensor_parallel_cell_sums_energy_over_its_gpus(
     assert effective["engine"]["effective_settings"]["resolved"]["max_num_seqs"] == 2
 
 
-def test_engines_of_one_study_see_identical_inputs_and_count_alike(
+def test_three_engines_of_one_study_see_identical_inputs_and_count_alike(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
-    body = STUDY.replace("engine: vllm", "engine: [transformers, vllm]").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
+    vllm_log = with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
+    trt_log = tmp_path / "trt-calls.log"
+    monkeypatch.setenv("LLEM_FAKE_TRTLLM_LOG", str(trt_log))
+    body = STUDY.replace("engine: vllm", "engine: [transformers, vllm, tensorrt]").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
     body = body.replace("max_input_tokens: 16", "max_input_tokens: 5") + "transformers: {batch_size: 4}\n"
     write_study(pytester.path, "parity.llem.yaml", body)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     by_engine = {r["engine"]: r for r in records(pytester.path)}
-    transformers, vllm = by_engine["transformers"], by_engine["vllm"]
-    assert transformers["total_input_tokens"] / transformers["passes"] == vllm["total_input_tokens"] / vllm["passes"]
-    assert transformers["total_input_tokens"] / transformers["passes"] <= 4 * 5, "truncated to max_input_tokens"
-    for record in (transformers, vllm):
+    per_pass = {name: r["total_input_tokens"] / r["passes"] for name, r in by_engine.items()}
+    assert len(set(per_pass.values())) == 1, per_pass
+    assert per_pass["transformers"] <= 4 * 5, "truncated to max_input_tokens"
+    for record in by_engine.values():
         assert record["total_tokens"] == record["passes"] * 4 * 6
+    # The very ids, not only their number: the first pass of each engine, in order.
+    vllm_prompts = [json.loads(line)["ids"] for line in vllm_log.read_text().splitlines() if '"prompt"' in line][:4]
+    trt_calls = [json.loads(line) for line in trt_log.read_text().splitlines() if '"generate"' in line]
+    assert vllm_prompts == trt_calls[0]["prompts"]
+    assert sum(map(len, vllm_prompts)) == per_pass["transformers"]
+    assert all(0 < len(ids) <= 5 for ids in vllm_prompts)
 
 
 def test_eos_is_counted_and_nothing_after_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

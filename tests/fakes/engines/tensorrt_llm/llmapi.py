@@ -258,6 +258,7 @@ class BaseLLM:
             {
                 "event": "generate",
                 "n": len(items),
+                "prompts": [_prompt_ids(item) for item in items],
                 "sampling_params": [_jsonable(p) for p in used],
             }
         )

@@ -86,6 +86,7 @@ class _Engine:
         if not isinstance(prompt, dict) or "prompt_token_ids" not in prompt:
             raise ValueError("the fake takes token prompts only: {'prompt_token_ids': [...]}")
         _log("sampling", **params.as_dict())
+        _log("prompt", ids=list(prompt["prompt_token_ids"]))
         self._waiting.append(_Request(request_id, list(prompt["prompt_token_ids"]), params))
         return request_id
 
