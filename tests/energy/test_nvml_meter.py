@@ -317,6 +317,30 @@ def test_describe_gpus_reports_the_state_of_each_gpu(fake_nvml: FakeNvml) -> Non
     assert fake_nvml.init_count() == 0
 
 
+def test_an_engines_own_worker_processes_are_not_foreign(fake_nvml: FakeNvml) -> None:
+    """vLLM and TensorRT-LLM run the model in processes they start: those are the cell's own.
+
+    A grandchild stands in for a worker that a worker started; the parent of this test
+    process is outside the tree and stays foreign.
+    """
+    grandparent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen(['sleep', '30']);"
+         " print(p.pid, flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert grandparent.stdout is not None
+        grandchild = int(grandparent.stdout.readline())
+        fake_nvml.configure(fake_nvml.gpu("GPU-a", processes=[grandparent.pid, grandchild, os.getppid()]))
+        (state,) = describe_gpus(["GPU-a"])
+        assert state["foreign_compute_processes"] == 1
+    finally:
+        subprocess.run(["pkill", "-P", str(grandparent.pid)], check=False)
+        grandparent.kill()
+        grandparent.wait()
+        grandparent.stdout.close()  # type: ignore[union-attr]
+
+
 def test_describe_gpus_leaves_failed_queries_null(fake_nvml: FakeNvml) -> None:
     fake_nvml.configure(
         fake_nvml.gpu("GPU-a", fail={"nvmlDeviceGetEnforcedPowerLimit": -1, "nvmlDeviceGetMemoryInfo": -1})
