@@ -96,7 +96,7 @@ class ZeusMeter:
             total_j=sum(per_device_j),
             per_device_j=per_device_j,
             # Same counter as NvmlMeter, so the same edge error: see NvmlMeter.stop.
-            error_bound_j=sum(2 * COUNTER_UPDATE_PERIOD_S * power for power in mean_power_w),
+            error_bound_j=sum(COUNTER_UPDATE_PERIOD_S * power for power in mean_power_w),
             details=details,
         )
 

@@ -41,7 +41,7 @@ def test_window_on_one_gpu_is_power_times_time(fake_nvml: FakeNvml) -> None:
     assert reading.unavailable_reason is None
     assert reading.details["counter_unit"] == "mJ"
     # Two counter update periods (0.1 s each) at the window's mean power.
-    assert reading.error_bound_j == pytest.approx(2 * 0.1 * 300.0, rel=0.05)
+    assert reading.error_bound_j == pytest.approx(0.1 * 300.0, rel=0.05)
     assert fake_nvml.init_count() == 0
 
 
@@ -54,7 +54,7 @@ def test_two_gpus_are_measured_separately(fake_nvml: FakeNvml) -> None:
         meter.close()
     assert reading.per_device_j == pytest.approx([150.0, 50.0], rel=0.10)
     assert reading.total_j == pytest.approx(sum(reading.per_device_j))
-    assert reading.error_bound_j == pytest.approx(2 * 0.1 * 400.0, rel=0.05)
+    assert reading.error_bound_j == pytest.approx(0.1 * 400.0, rel=0.05)
 
 
 def test_gpus_are_reported_in_the_order_asked(fake_nvml: FakeNvml) -> None:
@@ -260,7 +260,7 @@ def test_zeus_maps_cuda_indices_to_the_uuid_order(monkeypatch: pytest.MonkeyPatc
     assert reading.per_device_j == [40.0, 100.0]
     assert reading.total_j == 140.0
     assert reading.window_s == 2.0
-    assert reading.error_bound_j == pytest.approx(2 * 0.1 * (20.0 + 50.0))
+    assert reading.error_bound_j == pytest.approx(0.1 * (20.0 + 50.0))
 
 
 def test_zeus_refuses_uuids_in_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
