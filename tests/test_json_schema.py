@@ -47,3 +47,16 @@ def test_schema_rejects_what_the_loader_rejects(document: dict) -> None:
 
 def test_schema_allows_anchor_holders_and_dotted_keys() -> None:
     jsonschema.validate({"x-common": {"a": 1}, "transformers.batch_size": 4, "engine": ["transformers", "vllm"]}, study_json_schema())
+
+
+STUDIES = sorted([*(ROOT / "examples").glob("*.llem.yaml"), *(ROOT / "benchmarks" / "studies").glob("*.llem.yaml")])
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.name)
+def test_shipped_studies_load_with_runnable_cells(study: Path) -> None:
+    """Every study the repository ships (examples, benchmarks) loads, and no cell is an invalid combination."""
+    from pytest_llem.study.study import load_study
+
+    loaded = load_study(study)
+    assert loaded.configurations
+    assert not [c.config_id for c in loaded.configurations if c.skip_reason]

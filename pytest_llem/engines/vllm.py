@@ -34,6 +34,7 @@ from __future__ import annotations
 import gc
 import inspect
 import itertools
+import os
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -132,6 +133,19 @@ def accepted_llm_args() -> set[str]:
         if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
     }
     return own | dataclass_field_names(EngineArgs)
+
+
+def vllm_environment() -> dict[str, str]:
+    """``VLLM_*`` variables in force: they change vLLM's behaviour (attention backend, workers).
+
+    Names that look like credentials are listed with their value withheld.
+    """
+    secret = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+    return {
+        name: "<withheld>" if any(word in name for word in secret) else value
+        for name, value in sorted(os.environ.items())
+        if name.startswith("VLLM_")
+    }
 
 
 class VllmEngine:
@@ -319,6 +333,7 @@ class VllmEngine:
             "token_timing": self._settings.token_timing,
             "weights": "random (load_format=dummy)" if self._kwargs.get("load_format") == "dummy" else "pretrained",
             "cuda_visible_devices": cuda_visible_devices(),
+            "vllm_environment": vllm_environment(),
             "gpus": [g.uuid for g in self._gpus],
             "sampling": {
                 "max_tokens": sampling.max_tokens,

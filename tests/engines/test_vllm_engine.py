@@ -226,3 +226,24 @@ def test_one_call_per_pass_and_release_shuts_down(vllm_module: ModuleType, model
     assert engine.gpus == []
     with pytest.raises(LlemError, match="no model loaded"):
         engine.run_batch([[1]])
+
+
+def test_vllm_environment_is_recorded_without_secrets(
+    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "FLASHINFER")
+    monkeypatch.setenv("VLLM_API_KEY", "hunter2")
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    recorded = engine.effective_settings()["vllm_environment"]
+    assert recorded["VLLM_ATTENTION_BACKEND"] == "FLASHINFER"
+    assert recorded["VLLM_API_KEY"] == "<withheld>"
+    assert "hunter2" not in json.dumps(engine.effective_settings())
+
+
+def test_parameters_are_counted_from_the_config(vllm_module: ModuleType) -> None:
+    from pytest_llem.models.tiny import resolve_model
+
+    engine = vllm_module.VllmEngine()
+    engine.load(request(Path(resolve_model("llem-tiny"))))
+    assert 800_000 < engine.parameter_count() < 900_000  # llem-tiny: 0.84 M
