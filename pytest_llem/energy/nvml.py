@@ -171,20 +171,23 @@ def describe_gpus(gpu_uuids: list[str]) -> list[dict[str, Any]]:
     one missing figure never costs the others. ``index`` is NVML's index, which is not the CUDA
     index when ``CUDA_VISIBLE_DEVICES`` reorders or hides GPUs. ``foreign_compute_processes``
     counts compute processes outside this process and its descendants (vLLM and TensorRT-LLM
-    run the model in worker processes of their own); inside a container NVML may report host PIDs,
-    so this process itself can be counted there.
+    run the model in worker processes of their own); it is ``None`` (unknown) inside a PID
+    namespace (a container), where NVML's host PIDs cannot be matched with ours.
 
     Raises :class:`MeterUnavailable` when NVML cannot initialise or a UUID is not found.
     """
     nvml, handles = _nvml.load_handles(list(gpu_uuids))
+    own = None if pid_namespace_is_nested() else own_process_tree()
     try:
         driver = _nvml.query(nvml, nvml.nvmlSystemGetDriverVersion)
-        return [_describe_one(nvml, uuid, handle, driver) for uuid, handle in zip(gpu_uuids, handles)]
+        return [_describe_one(nvml, uuid, handle, driver, own) for uuid, handle in zip(gpu_uuids, handles)]
     finally:
         _nvml.shutdown(nvml)
 
 
-def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes | None) -> dict[str, Any]:
+def _describe_one(
+    nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes | None, own: set[int] | None
+) -> dict[str, Any]:
     q = _nvml.query
     name = q(nvml, nvml.nvmlDeviceGetName, handle)
     limit_mw = q(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
@@ -192,8 +195,9 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
     memory = q(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
     mig = q(nvml, nvml.nvmlDeviceGetMigMode, handle)
     processes = q(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
-    own = own_process_tree()
-    foreign = [] if processes is None else [proc for proc in processes if proc.pid not in own]
+    if own is None:  # NVML's PIDs are the host's and cannot be matched with ours: unknown
+        processes = None
+    foreign = [] if processes is None or own is None else [proc for proc in processes if proc.pid not in own]
     return {
         "uuid": uuid,
         "index": q(nvml, nvml.nvmlDeviceGetIndex, handle),
@@ -214,6 +218,21 @@ def _describe_one(nvml: ModuleType, uuid: str, handle: Any, driver: str | bytes 
             None if processes is None else sum((getattr(p, "usedGpuMemory", None) or 0) for p in foreign) / _MIB
         ),
     }
+
+
+def pid_namespace_is_nested() -> bool:
+    """True inside a container with its own PID namespace (``NSpid`` lists more than one PID).
+
+    NVML reports the host's PIDs, which then match nothing in this process's ``/proc``.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return len(line.split()) > 2
+    except OSError:
+        pass
+    return False
 
 
 def own_process_tree() -> set[int]:

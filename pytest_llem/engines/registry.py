@@ -19,6 +19,14 @@ _INSTALL_HINT = {
 }
 
 
+#: The top-level packages whose absence means the engine is simply not installed.
+_PACKAGES = {
+    "transformers": {"torch", "transformers"},
+    "vllm": {"vllm"},
+    "tensorrt": {"tensorrt_llm"},
+}
+
+
 def create_engine(name: str) -> Engine:
     """A fresh, unloaded engine; :class:`EngineUnavailable` says what to install when it can't."""
     try:
@@ -34,7 +42,12 @@ def create_engine(name: str) -> Engine:
             from pytest_llem.engines.tensorrt import TensorrtEngine
 
             return TensorrtEngine()
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        # Only the engine's own packages being absent means "not installed here". Anything else
+        # (a dependency of theirs missing, an API that moved, a bug of ours) is a broken
+        # environment: it must fail the cell with its traceback, never turn into a quiet skip.
+        if exc.name not in _PACKAGES[name]:
+            raise
         raise EngineUnavailable(
             f"the {name} engine cannot be imported ({exc}); install it with: {_INSTALL_HINT[name]}"
         ) from exc

@@ -112,6 +112,7 @@ class TensorrtEngine:
         self._build_time_s = 0.0
         self._engine_args: dict[str, Any] = {}
         self._end_token: int | None = None
+        self._eos_ids: frozenset[int] = frozenset()
         self.weights_source = "pretrained"
 
     def load(self, request: LoadRequest) -> None:
@@ -161,6 +162,7 @@ class TensorrtEngine:
         self._sampling_used = _sampling_fields(request)
         eos = request.eos_token_ids
         self._end_token = None if request.ignore_eos or not eos else int(eos[0])
+        self._eos_ids = frozenset(int(token) for token in eos)
         sampling = tensorrt_llm.SamplingParams(**self._sampling_used)
         # GPUs are checked before the engine build, which can take minutes.
         gpus = common.engine_gpus(settings.tensor_parallel_size)
@@ -284,7 +286,10 @@ class TensorrtEngine:
         completion = output.outputs[0]
         ids = [int(token) for token in completion.token_ids]
         stopped = completion.finish_reason == "stop" and completion.stop_reason is None
-        if self._end_token is not None and stopped and ids[-1:] != [self._end_token]:
+        # A stop id kept at the end (include_stop_str_in_output) means the request stopped on
+        # it, even where the build left stop_reason unset: then nothing is missing.
+        ends_on_eos = bool(ids) and ids[-1] in self._eos_ids
+        if self._end_token is not None and stopped and not ends_on_eos:
             ids.append(self._end_token)
         return ids
 

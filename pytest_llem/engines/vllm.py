@@ -6,12 +6,14 @@ figures comparable with the other engines:
 * **Same inputs.** The tokenizer is never initialised (``skip_tokenizer_init``); prompts go in
   as ``{"prompt_token_ids": [...]}``, the ids the loop tokenised and truncated once for every
   engine, and nothing is detokenised (``detokenize=False``).
-* **Same stopping.** Without a tokenizer vLLM knows no EOS, so every id the loop counts as EOS
-  is passed as ``stop_token_ids`` (vLLM keeps the stop token in the output, so it counts, as in
-  transformers). ``ignore_eos`` is vLLM's own: generation runs to ``max_tokens``.
-* **No defaults from the checkpoint.** ``generation_config="vllm"`` keeps a model's
-  ``generation_config.json`` (sampling temperature, say) out; the sampling settings are exactly
-  the study's.
+* **Same stopping.** Every id the loop counts as EOS (the tokenizer's and the generation
+  config's) is passed as ``stop_token_ids``; vLLM adds the model config's EOS ids itself, which
+  are among them. vLLM keeps the stop token in the output, so it counts, as in transformers.
+  ``ignore_eos`` is vLLM's own: generation runs to ``max_tokens``.
+* **The study's sampling, exactly.** Explicit ``SamplingParams`` are always passed, so a model's
+  ``generation_config.json`` cannot change temperature or top-p (``generation_config="vllm"``
+  also keeps vLLM's own defaults neutral). The seed is the engine's (``LLM(seed=...)``), not a
+  per-request one: per-request seeds send vLLM's sampler down a slow per-row path.
 * **Prefix caching off by default**: the measured window repeats the same prompts, and a cache
   would skip their prefill after the first pass.
 * **Architecture-only models** (a config without weights) load with ``load_format="dummy"``:
@@ -76,7 +78,7 @@ class VllmSettings:
 
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None
     enforce_eager: bool = False
     enable_prefix_caching: bool = False
     enable_chunked_prefill: bool | None = None
@@ -108,12 +110,12 @@ class VllmSettings:
         """The section's settings as ``vllm.LLM`` keywords; unset optional ones are left to vLLM."""
         kwargs: dict[str, Any] = {
             "tensor_parallel_size": self.tensor_parallel_size,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
             "enable_prefix_caching": self.enable_prefix_caching,
             "kv_cache_dtype": self.kv_cache_dtype,
         }
         optional = {
+            "gpu_memory_utilization": self.gpu_memory_utilization,
             "max_num_seqs": self.max_num_seqs,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_chunked_prefill": self.enable_chunked_prefill,
@@ -188,6 +190,9 @@ class VllmEngine:
                 )
             kwargs["load_format"] = "dummy"
         kwargs.update(extra)
+        # Before the engine starts: vLLM's own checks of the sampling settings (a temperature
+        # above 2, say) fail in a second here rather than after minutes of start-up.
+        sampling = self._sampling_params(request, settings.token_timing)
         started = time.perf_counter()
         self._llm = LLM(**kwargs)
         self._start_time_s = time.perf_counter() - started
@@ -195,7 +200,7 @@ class VllmEngine:
         self._request = request
         self._settings = settings
         self._gpus = gpus
-        self._sampling = self._sampling_params(request, settings.token_timing)
+        self._sampling = sampling
 
     @staticmethod
     def _sampling_params(request: LoadRequest, token_timing: bool) -> Any:
@@ -213,7 +218,6 @@ class VllmEngine:
                 temperature=decoding.temperature,
                 top_p=decoding.top_p,
                 top_k=decoding.top_k if decoding.top_k is not None else 0,  # 0: no top-k in vLLM
-                seed=decoding.seed,
             )
         else:
             params["temperature"] = 0.0
@@ -261,6 +265,9 @@ class VllmEngine:
         """Step the engine as ``LLM.generate`` does, stamping each request's new tokens."""
         engine = self._llm.llm_engine
         order: dict[str, int] = {}
+        # The clock starts before the first request is added: the engine core starts on a
+        # request as soon as it arrives, so adding is part of the work being timed.
+        start = time.perf_counter()
         for position, ids in enumerate(batch):
             request_id = f"llem-{next(self._ids)}"
             order[request_id] = position  # outputs carry the id given here (vLLM adds a suffix inside)
@@ -269,7 +276,6 @@ class VllmEngine:
             order[str(internal)] = position
         generated: list[list[int]] = [[] for _ in batch]
         times: list[list[float]] = [[] for _ in batch]
-        start = time.perf_counter()
         while engine.has_unfinished_requests():
             step_outputs = engine.step()
             now = time.perf_counter()
@@ -282,8 +288,11 @@ class VllmEngine:
                 times[found].extend([now] * len(new))
         wall = time.perf_counter() - start
         counted = [count_output_tokens(ids, request.eos_token_ids, request.ignore_eos) for ids in generated]
-        if any(not ids for ids in counted):
-            return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+        lost = [position for position, ids in enumerate(counted) if not ids]
+        if lost:
+            # Every request that is not aborted produces at least one token: an empty one means
+            # outputs were not matched to their requests, and no figure of this batch is sound.
+            raise LlemError(f"vLLM returned no tokens for request(s) at position(s) {lost} of the batch")
         latencies = request_latencies(start, times, [len(ids) for ids in counted])
         return BatchResult(
             output_token_ids=counted,
@@ -326,7 +335,8 @@ class VllmEngine:
                 "enable_prefix_caching": read("cache_config", "enable_prefix_caching"),
                 "num_gpu_blocks": read("cache_config", "num_gpu_blocks"),
                 "tensor_parallel_size": read("parallel_config", "tensor_parallel_size"),
-                "attention_backend": read("attention_config", "backend"),
+                # None unless set: vLLM picks the backend inside its worker (the log names it).
+                "attention_backend_requested": read("attention_config", "backend"),
                 "load_format": read("load_config", "load_format"),
             },
             "engine_start_s": self._start_time_s,

@@ -87,6 +87,9 @@ def child_environment(gpu_uuid: str | None) -> dict[str, str]:
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keeps child.log readable
     if gpu_uuid:
         env["CUDA_VISIBLE_DEVICES"] = gpu_uuid
+    # GPU indices mean NVML's order (PCI bus) throughout pytest-llem; CUDA's default order is
+    # fastest first, so on a host with mixed GPUs "cuda:0" and the meter's GPU could differ.
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 
 

@@ -93,7 +93,9 @@ class VllmConfig(_Strict):
 
     max_num_seqs: int | None = Field(None, ge=1, description="Most requests running at once (vLLM's batch).")
     max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget of one scheduler step.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take (unset: vLLM's default, 0.92 in 0.26)."
+    )
     enforce_eager: bool = Field(False, description="No CUDA graphs or torch.compile.")
     enable_prefix_caching: bool = Field(
         False, description="Off for measurement: repeated passes would otherwise skip prefill work."

@@ -341,6 +341,18 @@ def test_an_engines_own_worker_processes_are_not_foreign(fake_nvml: FakeNvml) ->
         grandparent.stdout.close()  # type: ignore[union-attr]
 
 
+def test_inside_a_pid_namespace_foreign_processes_are_unknown(
+    fake_nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NVML reports host PIDs; in a container they match nothing here, so no count is given."""
+    import pytest_llem.energy.nvml as nvml_module
+
+    monkeypatch.setattr(nvml_module, "pid_namespace_is_nested", lambda: True)
+    fake_nvml.configure(fake_nvml.gpu("GPU-a", processes=[4242]))
+    (state,) = describe_gpus(["GPU-a"])
+    assert state["foreign_compute_processes"] is None and state["foreign_memory_mib"] is None
+
+
 def test_describe_gpus_leaves_failed_queries_null(fake_nvml: FakeNvml) -> None:
     fake_nvml.configure(
         fake_nvml.gpu("GPU-a", fail={"nvmlDeviceGetEnforcedPowerLimit": -1, "nvmlDeviceGetMemoryInfo": -1})

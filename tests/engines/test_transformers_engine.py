@@ -404,6 +404,14 @@ def test_registry_unknown_engine() -> None:
 
 
 def test_registry_names_the_extra_when_torch_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pytest_llem.engines.transformers", None)  # import fails
+    monkeypatch.delitem(sys.modules, "pytest_llem.engines.transformers")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails as if not installed
     with pytest.raises(EngineUnavailable, match=r'pip install "pytest-llem\[transformers\]"'):
+        create_engine("transformers")
+
+
+def test_registry_lets_other_import_errors_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own adapter failing to import is a bug to see, not an engine to skip."""
+    monkeypatch.setitem(sys.modules, "pytest_llem.engines.transformers", None)
+    with pytest.raises(ModuleNotFoundError):
         create_engine("transformers")

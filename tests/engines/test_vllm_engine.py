@@ -112,7 +112,7 @@ def test_cpu_is_refused(vllm_module: ModuleType, model_dir: Path) -> None:
 
 
 def test_outputs_stop_at_eos_counting_it_and_nothing_after(
-    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:9")  # every request emits EOS id 9 at step 2
     engine = vllm_module.VllmEngine()
@@ -121,9 +121,23 @@ def test_outputs_stop_at_eos_counting_it_and_nothing_after(
     result = engine.run_batch(batch)
     assert [len(ids) for ids in result.output_token_ids] == [3, 3, 3]
     assert all(ids[-1] == 9 for ids in result.output_token_ids)
-    first = (5 + 6) % 97 + 3
-    assert result.output_token_ids[0][0] == first, "outputs are in request order"
     assert len(result.ttft_s) == 3 and len(result.itl_s) == 3 * 2 and len(result.per_request_time_s) == 3
+    finished = log(tmp_path, "finished")
+    assert [len(entry["ids"]) for entry in finished] == [3, 3, 3], "vLLM itself stopped at the EOS id"
+
+
+def test_outputs_come_back_in_request_order_whatever_order_requests_finish(
+    vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "0@4:9,1@0:9,2@1:9")  # they finish in the order 1, 2, 0
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"max_num_seqs": 3}))
+    batch = [[5, 6], [7], [8, 8, 8]]
+    result = engine.run_batch(batch)
+    assert [entry["index"] for entry in log(tmp_path, "finished")] == [1, 2, 0]
+    expected = [[(sum(p) + 7 * k) % 97 + 3 for k in range(n)] + [9] for p, n in zip(batch, (4, 0, 1))]
+    assert result.output_token_ids == expected
+    assert result.ttft_s[1] <= result.ttft_s[0] and result.per_request_time_s[1] < result.per_request_time_s[0]
 
 
 def test_ignore_eos_runs_to_max_tokens(vllm_module: ModuleType, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +179,9 @@ def test_sampling_settings_are_exactly_the_studys(vllm_module: ModuleType, model
     engine.load(request(model_dir, decoding=Decoding(temperature=0.7, top_p=0.9, top_k=None, seed=11)))
     engine.run_batch([[1]])
     (sampling,) = log(tmp_path, "sampling")
-    assert sampling["temperature"] == 0.7 and sampling["top_p"] == 0.9 and sampling["seed"] == 11
+    assert sampling["temperature"] == 0.7 and sampling["top_p"] == 0.9
+    assert sampling["seed"] is None, "no per-request seed: it sends vLLM's sampler down a slow path"
+    assert log(tmp_path, "llm")[0]["seed"] == 11, "the engine's seed is the study's"
     assert sampling["top_k"] == 0, "no top-k is vLLM's 0, not its default"
     assert sampling["stop_token_ids"] == [2, 9] and sampling["detokenize"] is False
     assert sampling["output_kind"] == "DELTA" and sampling["max_tokens"] == 5
@@ -181,9 +197,9 @@ def test_greedy_sets_temperature_zero(vllm_module: ModuleType, model_dir: Path, 
 
 def test_escape_hatch_forwards_real_arguments(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"engine_args": {"max_model_len": 1024, "swap_space": 2}}))
+    engine.load(request(model_dir, settings={"engine_args": {"max_model_len": 1024, "max_logprobs": 2}}))
     (llm,) = log(tmp_path, "llm")
-    assert llm["max_model_len"] == 1024 and llm["swap_space"] == 2
+    assert llm["max_model_len"] == 1024 and llm["max_logprobs"] == 2
     assert engine.effective_settings()["passed_to_llm"]["max_model_len"] == 1024
 
 
@@ -247,3 +263,34 @@ def test_parameters_are_counted_from_the_config(vllm_module: ModuleType) -> None
     engine = vllm_module.VllmEngine()
     engine.load(request(Path(resolve_model("llem-tiny"))))
     assert 800_000 < engine.parameter_count() < 900_000  # llem-tiny: 0.84 M
+
+
+def test_bad_sampling_settings_fail_before_the_engine_starts(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        vllm_module.VllmEngine().load(request(model_dir, decoding=Decoding(temperature=3.0)))
+    assert not (tmp_path / "vllm.log").exists() or not log(tmp_path, "llm"), "refused before vLLM started"
+
+
+def test_a_broken_install_is_not_reported_as_a_missing_one(
+    vllm_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM present but an API the adapter imports gone: a failure with its cause, never a skip."""
+    from pytest_llem.engines.registry import create_engine
+
+    monkeypatch.delitem(sys.modules, "pytest_llem.engines.vllm")
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", None)
+    with pytest.raises(ModuleNotFoundError, match="vllm.sampling_params"):
+        create_engine("vllm")
+
+
+def test_a_lost_output_is_an_error_not_a_silent_zero(vllm_module: ModuleType, model_dir: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    real_step = engine._llm.llm_engine.step
+
+    def step_losing_request_1() -> list[Any]:
+        return [out for out in real_step() if not out.request_id.endswith("-1")]
+
+    engine._llm.llm_engine.step = step_losing_request_1
+    with pytest.raises(LlemError, match=r"no tokens for request\(s\) at position\(s\) \[1\]"):
+        engine.run_batch([[1], [2], [3]])

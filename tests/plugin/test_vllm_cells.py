@@ -37,7 +37,7 @@ execution: {n_cycles: 1}
 
 
 def with_fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpus: list[dict[str, Any]], engines: bool = True) -> Path:
-    paths = [str(FAKES / "engines")] if engines else []
+    paths = [str(FAKES / "engines")] if engines else [str(FAKES / "missing_engines")]
     paths.append(str(FAKES))  # pynvml
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])

@@ -12,8 +12,14 @@ Tests put ``tests/fakes/engines`` on ``PYTHONPATH`` so the cell's child imports 
 * ``llm.generate`` steps the same engine to the end (final outputs only), in request order.
 
 Generated ids are deterministic: token ``k`` of a request is ``(sum(prompt) + 7 * k) % 97 + 3``
-(so never one of the small special ids), except that ``LLEM_FAKE_VLLM_EMIT="STEP:TOKEN"`` makes
-every request emit ``TOKEN`` at generation step ``STEP`` (to test stopping at EOS).
+(so never one of the small special ids), except that ``LLEM_FAKE_VLLM_EMIT`` makes requests
+emit a given token at a given step (to test stopping at EOS): comma-separated
+``[INDEX@]STEP:TOKEN``, where ``INDEX`` is the request's place in the batch it was added with
+(the requests added while the engine was idle), and no ``INDEX@`` means every request.
+Like vLLM 0.26, ``add_request`` takes the engine-input form ``{"type": "token", ...}``, returns
+an internal id with a random suffix while outputs carry the id given, and ``SamplingParams``
+refuses a temperature above 2 or a top-p outside (0, 1]. A ``finished`` log event gives each
+request's generated ids, so tests see where the engine itself stopped.
 ``LLEM_FAKE_VLLM_STEP_SLEEP`` (seconds) makes each step take time. ``LLEM_FAKE_VLLM_LOG`` names
 a file that receives one JSON line per constructor call and per sampling parameters seen.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -64,6 +71,7 @@ class _Request:
     request_id: str
     prompt: list[int]
     params: SamplingParams
+    index: int = 0
     generated: list[int] = field(default_factory=list)
     sent: int = 0
     finished: bool = False
@@ -76,19 +84,32 @@ class _Engine:
         self.vllm_config = config
         self._waiting: list[_Request] = []
         self._running: list[_Request] = []
-        emit = os.environ.get("LLEM_FAKE_VLLM_EMIT", "")
-        self._emit = tuple(int(part) for part in emit.split(":")) if emit else None
+        self._emit: list[tuple[int | None, int, int]] = []
+        for entry in filter(None, os.environ.get("LLEM_FAKE_VLLM_EMIT", "").split(",")):
+            index, _, rest = entry.rpartition("@")
+            step, token = rest.split(":")
+            self._emit.append((int(index) if index else None, int(step), int(token)))
         self._sleep = float(os.environ.get("LLEM_FAKE_VLLM_STEP_SLEEP", "0") or 0)
+        self._added_while_busy = 0
 
     def add_request(self, request_id: str, prompt: Any, params: SamplingParams, **_: Any) -> str:
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a string, got {type(request_id)}")
-        if not isinstance(prompt, dict) or "prompt_token_ids" not in prompt:
-            raise ValueError("the fake takes token prompts only: {'prompt_token_ids': [...]}")
+        if not isinstance(prompt, dict) or prompt.get("type") != "token" or "prompt_token_ids" not in prompt:
+            raise ValueError("the fake takes the engine-input form only: {'type': 'token', 'prompt_token_ids': [...]}")
+        if not self.has_unfinished_requests():
+            self._added_while_busy = 0
+        index, self._added_while_busy = self._added_while_busy, self._added_while_busy + 1
         _log("sampling", **params.as_dict())
         _log("prompt", ids=list(prompt["prompt_token_ids"]))
-        self._waiting.append(_Request(request_id, list(prompt["prompt_token_ids"]), params))
-        return request_id
+        self._waiting.append(_Request(request_id, list(prompt["prompt_token_ids"]), params, index=index))
+        return f"{request_id}-{uuid.uuid4().hex[:8]}"
+
+    def _token(self, request: _Request, step: int) -> int:
+        for index, at, token in self._emit:
+            if at == step and index in (None, request.index):
+                return token
+        return (sum(request.prompt) + 7 * step) % 97 + 3
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._waiting or self._running)
@@ -101,16 +122,14 @@ class _Engine:
             time.sleep(self._sleep)
         outputs: list[RequestOutput] = []
         for request in list(self._running):
-            step = len(request.generated)
-            token = (sum(request.prompt) + 7 * step) % 97 + 3
-            if self._emit is not None and step == self._emit[0]:
-                token = self._emit[1]
+            token = self._token(request, len(request.generated))
             request.generated.append(token)
             params = request.params
             stop = not params.ignore_eos and token in (params.stop_token_ids or [])
             if stop or len(request.generated) >= params.max_tokens:
                 request.finished = True
                 self._running.remove(request)
+                _log("finished", request_id=request.request_id, index=request.index, ids=request.generated)
             kind = params.output_kind
             if kind == RequestOutputKind.DELTA or request.finished:
                 if kind == RequestOutputKind.DELTA:
@@ -180,7 +199,9 @@ class LLM:
     def generate(self, prompts: list[Any], sampling_params: SamplingParams, *, use_tqdm: bool = True) -> list[RequestOutput]:
         params = sampling_params.clone()
         params.output_kind = RequestOutputKind.FINAL_ONLY  # as the real LLM does
-        ids = [self.llm_engine.add_request(f"gen-{i}", prompt, params) for i, prompt in enumerate(prompts)]
+        ids = [f"gen-{i}" for i in range(len(prompts))]
+        for request_id, prompt in zip(ids, prompts):  # rendered, as the real LLM does
+            self.llm_engine.add_request(request_id, {"type": "token", "prompt_token_ids": prompt["prompt_token_ids"]}, params)
         finished: dict[str, RequestOutput] = {}
         while self.llm_engine.has_unfinished_requests():
             for output in self.llm_engine.step():

@@ -32,5 +32,5 @@ class EngineArgs:
     generation_config: str = "auto"
     attention_backend: str | None = None
     async_scheduling: bool | None = None
-    swap_space: float = 4
+    max_logprobs: int = 20
     compilation_config: Any = None
