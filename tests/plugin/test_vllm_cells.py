@@ -108,14 +108,20 @@ def test_three_engines_of_one_study_see_identical_inputs_and_count_alike(
     assert all(0 < len(ids) <= 5 for ids in vllm_prompts)
 
 
-def test_eos_is_counted_and_nothing_after_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_eos_is_counted_and_nothing_after_it_by_both_serving_engines(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each fake emits llem-tiny's EOS (id 1) as its third token: both count 3 tokens a request."""
     with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
-    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:1")  # llem-tiny's EOS id is 1
+    monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:1")
+    monkeypatch.setenv("LLEM_FAKE_TRTLLM_EOS_AT", "2")  # its end_id, the first EOS id: 1
     body = STUDY.replace("ignore_eos: true", "ignore_eos: false").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
-    write_study(pytester.path, "eos.llem.yaml", body)
-    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
-    (record,) = records(pytester.path)
-    assert record["total_tokens"] == record["passes"] * 4 * 3
+    write_study(pytester.path, "eos.llem.yaml", body.replace("engine: vllm", "engine: [vllm, tensorrt]"))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    by_engine = {r["engine"]: r for r in records(pytester.path)}
+    assert set(by_engine) == {"vllm", "tensorrt"}
+    for record in by_engine.values():
+        assert record["total_tokens"] == record["passes"] * 4 * 3, record["engine"]
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
