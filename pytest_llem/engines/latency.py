@@ -33,22 +33,15 @@ def batch_latencies(start: float, step_times: Sequence[float], counted_lengths: 
     """Turn step timestamps into per-request TTFT, ITL and end-to-end latency.
 
     ``start`` and ``step_times`` are on one clock (``time.perf_counter``); ``step_times[k]`` is
-    when step ``k``'s tokens (position ``k`` of every request's output) were available.
+    when step ``k``'s tokens (position ``k`` of every request's output) were available: a static
+    batch, where every request shares the step times.
     """
     if any(later < earlier for earlier, later in pairwise(step_times)):
         raise ValueError("step times must not decrease")
-    ttft: list[float] = []
-    itl: list[float] = []
-    end_to_end: list[float] = []
     for length in counted_lengths:
-        if length < 1:
-            raise ValueError(f"a request needs at least one counted token for latency figures, got {length}")
         if length > len(step_times):
             raise ValueError(f"a request counts {length} tokens but only {len(step_times)} steps were timed")
-        ttft.append(step_times[0] - start)
-        itl.extend(step_times[i] - step_times[i - 1] for i in range(1, length))
-        end_to_end.append(step_times[length - 1] - start)
-    return BatchLatencies(ttft_s=ttft, itl_s=itl, end_to_end_s=end_to_end)
+    return request_latencies(start, [step_times] * len(counted_lengths), counted_lengths)
 
 
 def request_latencies(start: float, token_times: Sequence[Sequence[float]], counted_lengths: Sequence[int]) -> BatchLatencies:

@@ -415,3 +415,17 @@ def test_registry_lets_other_import_errors_through(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "pytest_llem.engines.transformers", None)
     with pytest.raises(ModuleNotFoundError):
         create_engine("transformers")
+
+
+def test_request_latencies_time_each_request_on_its_own_clock() -> None:
+    """Continuous batching: the second request started late and stopped at its EOS (2 counted)."""
+    from pytest_llem.engines.latency import request_latencies
+
+    got = request_latencies(10.0, [[10.5, 10.75, 11.0], [11.5, 12.0, 12.5]], [3, 2])
+    assert got.ttft_s == [0.5, 1.5]
+    assert got.itl_s == [0.25, 0.25, 0.5]
+    assert got.end_to_end_s == [1.0, 2.0]
+    with pytest.raises(ValueError, match="only 1 were timed"):
+        request_latencies(0.0, [[1.0]], [2])
+    with pytest.raises(ValueError, match="2 requests timed but 1 counted"):
+        request_latencies(0.0, [[1.0], [1.0]], [1])
