@@ -37,6 +37,7 @@ import gc
 import inspect
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -60,6 +61,7 @@ from pytest_llem.engines.latency import request_latencies
 from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
 from pytest_llem.errors import LlemError
 from pytest_llem.models.loading import is_architecture_only
+from pytest_llem.runner.parent import CELL_LOG_VARIABLE
 
 #: Arguments pytest-llem sets itself, and the study key to use instead of engine_args.
 OWNED_ARGS: dict[str, str] = {
@@ -70,6 +72,27 @@ OWNED_ARGS: dict[str, str] = {
     "tokenizer": "(prompts are token ids; no tokenizer is loaded)",
     "generation_config": "(always 'vllm': the study's decoding settings apply, not the checkpoint's)",
 }
+
+
+#: vLLM's worker logs its automatic attention-backend choice (vllm/platforms/cuda.py, 0.26) in
+#: this form; the choice is made inside the worker process and is not visible on ``LLM``.
+_AUTO_BACKEND_LINE = re.compile(r"Using (\w+) attention backend out of potential backends")
+
+
+def logged_attention_backends(log_path: str | None) -> list[str] | None:
+    """The attention backends vLLM's workers said they chose, in order, from the cell's log.
+
+    None when there is no log to read or it names none (a vLLM that logs differently): the
+    record then says "unknown" rather than guessing. Several names mean the workers differed.
+    """
+    if not log_path:
+        return None
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            names = [m.group(1) for line in log if (m := _AUTO_BACKEND_LINE.search(line))]
+    except OSError:
+        return None
+    return list(dict.fromkeys(names)) or None
 
 
 @dataclass(frozen=True)
@@ -335,8 +358,8 @@ class VllmEngine:
                 "enable_prefix_caching": read("cache_config", "enable_prefix_caching"),
                 "num_gpu_blocks": read("cache_config", "num_gpu_blocks"),
                 "tensor_parallel_size": read("parallel_config", "tensor_parallel_size"),
-                # None unless set: vLLM picks the backend inside its worker (the log names it).
                 "attention_backend_requested": read("attention_config", "backend"),
+                "attention_backend_used": self._attention_backend_used(read("attention_config", "backend")),
                 "load_format": read("load_config", "load_format"),
             },
             "engine_start_s": self._start_time_s,
@@ -362,6 +385,15 @@ class VllmEngine:
                 ),
             },
         }
+
+    @staticmethod
+    def _attention_backend_used(requested: str | None) -> str | None:
+        """The backend the workers run: the requested one (vLLM fails at start if it cannot use it),
+        else the one their log names."""
+        if requested is not None:
+            return requested.rsplit(".", 1)[-1]  # "AttentionBackendEnum.FLASH_ATTN" -> "FLASH_ATTN"
+        logged = logged_attention_backends(os.environ.get(CELL_LOG_VARIABLE))
+        return ", ".join(logged) if logged else None
 
     def peak_memory_bytes(self) -> int | None:
         """Not known: vLLM reserves ``gpu_memory_utilization`` of the GPU up front (NVML has it)."""

@@ -80,8 +80,14 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def child_environment(gpu_uuid: str | None) -> dict[str, str]:
+#: The child's ``child.log`` path, for engines that can only learn a choice from their own log.
+CELL_LOG_VARIABLE = "LLEM_CELL_LOG"
+
+
+def child_environment(gpu_uuid: str | None, log_path: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if log_path is not None:
+        env[CELL_LOG_VARIABLE] = str(log_path)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keeps child.log readable
@@ -149,7 +155,7 @@ def run_in_child(
             stderr=subprocess.STDOUT,
             pass_fds=(write_fd,),
             start_new_session=True,
-            env=child_environment(gpu_uuid),
+            env=child_environment(gpu_uuid, log_path),
             cwd=str(cell_dir),
         )
     os.close(write_fd)

@@ -86,6 +86,48 @@ def test_settings_reach_the_engine_and_are_read_back(vllm_module: ModuleType, mo
     assert engine.version() == "0.0.0-fake"
 
 
+#: Verbatim from a vLLM 0.26.0 cell's child.log on an H100 (engine core process).
+REAL_AUTO_BACKEND_LINE = (
+    "(EngineCore pid=805) INFO 11-23 19:01:52 [cuda.py:482] Using FLASH_ATTN attention backend out of"
+    " potential backends: ['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION'].\n"
+)
+
+
+def test_the_automatic_attention_backend_is_read_from_the_cell_log(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell_log = tmp_path / "child.log"
+    cell_log.write_text("(EngineCore pid=805) INFO ... Using FlashAttention version 3\n" + REAL_AUTO_BACKEND_LINE)
+    monkeypatch.setenv("LLEM_CELL_LOG", str(cell_log))
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    resolved = engine.effective_settings()["resolved"]
+    assert resolved["attention_backend_requested"] is None
+    assert resolved["attention_backend_used"] == "FLASH_ATTN"
+
+
+def test_a_requested_attention_backend_is_the_one_used(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell_log = tmp_path / "child.log"
+    cell_log.write_text(REAL_AUTO_BACKEND_LINE)  # a stale automatic choice must not win over the request
+    monkeypatch.setenv("LLEM_CELL_LOG", str(cell_log))
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings={"attention_backend": "FLASHINFER"}))
+    assert engine.effective_settings()["resolved"]["attention_backend_used"] == "FLASHINFER"
+
+
+def test_attention_backend_is_unknown_without_a_log_line(vllm_module: ModuleType, tmp_path: Path) -> None:
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text("INFO nothing about attention here\n")
+    assert vllm_module.logged_attention_backends(str(quiet)) is None
+    assert vllm_module.logged_attention_backends(str(tmp_path / "absent.log")) is None
+    assert vllm_module.logged_attention_backends(None) is None
+    workers = tmp_path / "tp.log"
+    workers.write_text(REAL_AUTO_BACKEND_LINE + REAL_AUTO_BACKEND_LINE.replace("FLASH_ATTN attention", "TRITON_ATTN attention"))
+    assert vllm_module.logged_attention_backends(str(workers)) == ["FLASH_ATTN", "TRITON_ATTN"]
+
+
 def test_tensor_parallel_cells_name_every_gpu_they_use(vllm_module: ModuleType, model_dir: Path) -> None:
     engine = vllm_module.VllmEngine()
     engine.load(request(model_dir, settings={"tensor_parallel_size": 2}))

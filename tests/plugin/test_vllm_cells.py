@@ -81,6 +81,8 @@ def test_a_tensor_parallel_cell_sums_energy_over_its_gpus(
     (effective,) = [json.loads(p.read_text()) for p in study_dir.glob("*/effective_config.json")]
     assert effective["engine"]["effective_settings"]["gpus"] == ["GPU-a", "GPU-b"]
     assert effective["engine"]["effective_settings"]["resolved"]["max_num_seqs"] == 2
+    # Both workers logged their automatic choice to child.log; the record names it once.
+    assert effective["engine"]["effective_settings"]["resolved"]["attention_backend_used"] == "FLASH_ATTN"
 
 
 def test_three_engines_of_one_study_see_identical_inputs_and_count_alike(

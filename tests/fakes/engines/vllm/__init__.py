@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +48,18 @@ def _log(event: str, **payload: Any) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"event": event, **payload}, default=repr) + "\n")
+
+
+def _log_attention_backend(requested: str | None, ranks: int) -> None:
+    """What vLLM 0.26's workers print to stderr (vllm/platforms/cuda.py), one line per worker."""
+    for rank in range(ranks):
+        prefix = f"(Worker_TP{rank} pid={os.getpid()})" if ranks > 1 else f"(EngineCore pid={os.getpid()})"
+        if requested is None:
+            message = ("Using FLASH_ATTN attention backend out of potential backends:"
+                       " ['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION'].")  # fmt: skip
+        else:
+            message = f"Using AttentionBackendEnum.{requested} backend."
+        print(f"{prefix} INFO 11-23 19:01:52 [cuda.py:482] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -193,6 +206,7 @@ class LLM:
             attention_config=SimpleNamespace(backend=args.attention_backend),
             load_config=SimpleNamespace(load_format=args.load_format),
         )  # fmt: skip
+        _log_attention_backend(args.attention_backend, args.tensor_parallel_size)
         self.llm_engine = _Engine(config)
         self.llm_engine.engine_core = SimpleNamespace(shutdown=lambda: _log("shutdown"))
 
