@@ -21,7 +21,14 @@ from typing import Any
 from pytest_llem.energy.protocol import EnergyReading
 from pytest_llem.engines.protocol import Decoding, Engine, LoadRequest
 from pytest_llem.errors import MeasurementRefused, MeterUnavailable
-from pytest_llem.runner.quality import cross_check, preflight_problems, spot_summary, throttle_summary, window_warnings
+from pytest_llem.runner.quality import (
+    cross_check,
+    preflight_problems,
+    spot_summary,
+    throttle_summary,
+    window_temperatures,
+    window_warnings,
+)
 from pytest_llem.study.schema import ExperimentConfig, WarmupConfig
 
 TIMESERIES_NAME = "timeseries.parquet"
@@ -156,6 +163,7 @@ def _window_telemetry(sampler: Any, uuids: list[str], window: dict[str, Any], re
         "cross_check": cross_check(uuids, reading.per_device_j, integral),
         "mean_utilization_gpu_pct": statistics.fmean(utils) if utils else None,
         "samples_in_window": len(inside),
+        "temperature_c": window_temperatures(inside, uuids),
     }
 
 
@@ -260,7 +268,12 @@ def measure_cell(
             f" {config.measurement.min_window_seconds:g} s (max_passes {config.measurement.max_passes} reached)"
         )
     gpu_state_end: list[dict[str, Any]] = []
-    telemetry: dict[str, Any] = {"throttle": None, "cross_check": [], "mean_utilization_gpu_pct": None}
+    telemetry: dict[str, Any] = {
+        "throttle": None,
+        "cross_check": [],
+        "mean_utilization_gpu_pct": None,
+        "temperature_c": [],
+    }
     timeseries: str | None = None
     if sampler is not None:
         from pytest_llem.energy.nvml import describe_gpus
@@ -277,7 +290,7 @@ def measure_cell(
                 cross_check=telemetry["cross_check"],
                 cross_check_tolerance=config.measurement.cross_check_tolerance,
                 gpu_state_start=gpu_state_start,
-                gpu_state_end=gpu_state_end,
+                temperatures=telemetry["temperature_c"],
                 throttle=telemetry["throttle"],
                 mean_utilisation_pct=telemetry["mean_utilization_gpu_pct"],
             )

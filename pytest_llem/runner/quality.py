@@ -93,6 +93,28 @@ def throttle_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def window_temperatures(samples: list[dict[str, Any]], uuids: list[str]) -> list[dict[str, Any]]:
+    """Each GPU's temperature at the first and last sample of the window, and its peak.
+
+    The rise that matters for a reading is the one inside the window: power draw grows with
+    temperature (leakage), so a window that starts before the GPU has settled trends upward.
+    The rise over the whole cell says little, since a cell starts from an idle, cool GPU and
+    warm-up heats it (15-25 C on an H100 for an 8 B model).
+    """
+    rows = []
+    for idx, uuid in enumerate(uuids):
+        temps = [s["temperature_c"] for s in samples if s["gpu_idx"] == idx and s.get("temperature_c") is not None]
+        rows.append(
+            {
+                "gpu_uuid": uuid,
+                "start_c": temps[0] if temps else None,
+                "end_c": temps[-1] if temps else None,
+                "max_c": max(temps) if temps else None,
+            }
+        )
+    return rows
+
+
 def window_warnings(
     *,
     energy_j: float | None,
@@ -100,7 +122,7 @@ def window_warnings(
     cross_check: list[dict[str, Any]],
     cross_check_tolerance: float,
     gpu_state_start: list[dict[str, Any]],
-    gpu_state_end: list[dict[str, Any]],
+    temperatures: list[dict[str, Any]],
     throttle: dict[str, Any],
     mean_utilisation_pct: float | None,
 ) -> list[str]:
@@ -121,10 +143,13 @@ def window_warnings(
     for start in gpu_state_start:
         if start.get("persistence_mode") is False:
             warnings.append(f"GPU {start.get('uuid')}: persistence mode is off (clocks and idle power less stable)")
-    for start, end in zip(gpu_state_start, gpu_state_end):
-        t0, t1 = start.get("temperature_c"), end.get("temperature_c")
+    for row in temperatures:
+        t0, t1 = row.get("start_c"), row.get("end_c")
         if t0 is not None and t1 is not None and t1 - t0 > THERMAL_DRIFT_C:
-            warnings.append(f"GPU {start.get('uuid')}: temperature rose {t1 - t0:.0f} C during the cell (thermal drift)")
+            warnings.append(
+                f"GPU {row.get('gpu_uuid')}: temperature rose {t1 - t0:.0f} C during the measured window (thermal"
+                " drift: the GPU had not settled; raise measurement.warmup.min_batches)"
+            )
     slowed = throttle.get("slowed_share")
     if slowed is not None and slowed > THROTTLED_SHARE:
         warnings.append(f"GPU clocks were slowed by power or thermal limits in {100 * slowed:.0f} % of the window's samples")

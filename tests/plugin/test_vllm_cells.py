@@ -74,6 +74,10 @@ def test_a_tensor_parallel_cell_sums_energy_over_its_gpus(
     assert a / b == pytest.approx(3.0, rel=0.1), "the per-device split follows each GPU's power"
     assert record["total_energy_j"] == pytest.approx(a + b)
     assert record["total_tokens"] == record["passes"] * 4 * 6
+    window = record["telemetry"]
+    assert [row["gpu_uuid"] for row in window["temperature_c"]] == ["GPU-a", "GPU-b"]
+    assert all(row["start_c"] == row["end_c"] == 45 for row in window["temperature_c"])  # the fake's steady 45 C
+    assert [row["gpu_uuid"] for row in window["cross_check"]] == ["GPU-a", "GPU-b"]
     (llm,) = [json.loads(line) for line in log.read_text().splitlines() if '"llm"' in line]
     assert llm["max_num_seqs"] == 2 and llm["tensor_parallel_size"] == 2 and llm["max_model_len"] == 512
     assert llm["enable_prefix_caching"] is False
@@ -102,6 +106,10 @@ def test_three_engines_of_one_study_see_identical_inputs_and_count_alike(
     assert per_pass["transformers"] <= 4 * 5, "truncated to max_input_tokens"
     for record in by_engine.values():
         assert record["total_tokens"] == record["passes"] * 4 * 6
+    window = record["telemetry"]
+    assert [row["gpu_uuid"] for row in window["temperature_c"]] == ["GPU-a", "GPU-b"]
+    assert all(row["start_c"] == row["end_c"] == 45 for row in window["temperature_c"])  # the fake's steady 45 C
+    assert [row["gpu_uuid"] for row in window["cross_check"]] == ["GPU-a", "GPU-b"]
     # The very ids, not only their number: the first pass of each engine, in order.
     vllm_prompts = [json.loads(line)["ids"] for line in vllm_log.read_text().splitlines() if '"prompt"' in line][:4]
     trt_calls = [json.loads(line) for line in trt_log.read_text().splitlines() if '"generate"' in line]

@@ -12,6 +12,7 @@ from pytest_llem.runner.quality import (
     preflight_problems,
     spot_summary,
     throttle_summary,
+    window_temperatures,
     window_warnings,
 )
 
@@ -146,7 +147,7 @@ def _good_window(**override: Any) -> dict[str, Any]:
         "cross_check": [{"gpu_uuid": "GPU-a", "counter_j": 1000.0, "integral_j": 990.0, "relative_gap": 0.01}],
         "cross_check_tolerance": 0.03,
         "gpu_state_start": [{"uuid": "GPU-a", "persistence_mode": True, "temperature_c": 40.0}],
-        "gpu_state_end": [{"uuid": "GPU-a", "persistence_mode": True, "temperature_c": 48.0}],
+        "temperatures": [{"gpu_uuid": "GPU-a", "start_c": 52.0, "end_c": 55.0, "max_c": 56.0}],
         "throttle": {"n_samples": 100, "slowed_share": 0.02, "reasons": {}},
         "mean_utilisation_pct": 95.0,
     }
@@ -165,7 +166,7 @@ def test_unknown_figures_give_no_warning() -> None:
             error_bound_j=None,
             cross_check=[{"gpu_uuid": "GPU-a", "counter_j": 0.0, "integral_j": 1.0, "relative_gap": None}],
             gpu_state_start=[{"uuid": "GPU-a", "persistence_mode": None, "temperature_c": None}],
-            gpu_state_end=[{"uuid": "GPU-a", "temperature_c": 90.0}],
+            temperatures=[{"gpu_uuid": "GPU-a", "start_c": None, "end_c": 90.0, "max_c": 90.0}],
             throttle={"n_samples": 0, "slowed_share": None, "reasons": {}},
             mean_utilisation_pct=None,
         )
@@ -197,12 +198,32 @@ def test_persistence_off_fires() -> None:
 
 
 @pytest.mark.parametrize(("end_c", "fires"), [(50.0, False), (50.5, True), (70.0, True), (20.0, False)])
-def test_temperature_rise_fires_above_ten_degrees(end_c: float, fires: bool) -> None:
-    end = [{"uuid": "GPU-a", "temperature_c": end_c}]
-    warnings = window_warnings(**_good_window(gpu_state_end=end))
+def test_temperature_rise_in_the_window_fires_above_ten_degrees(end_c: float, fires: bool) -> None:
+    rows = [{"gpu_uuid": "GPU-a", "start_c": 40.0, "end_c": end_c, "max_c": max(40.0, end_c)}]
+    warnings = window_warnings(**_good_window(temperatures=rows))
     assert len(warnings) == int(fires)
     if fires:
-        assert "thermal drift" in warnings[0] and f"rose {end_c - 40:.0f} C" in warnings[0]
+        assert "thermal drift" in warnings[0] and f"rose {end_c - 40:.0f} C during the measured window" in warnings[0]
+
+
+def test_a_gpu_that_warmed_up_before_the_window_gives_no_drift_warning() -> None:
+    """As on the H100: idle at 34 C before the cell, 47-50 C across the window (a vLLM cell)."""
+    start = [{"uuid": "GPU-a", "persistence_mode": True, "temperature_c": 34.0}]
+    rows = [{"gpu_uuid": "GPU-a", "start_c": 47.0, "end_c": 50.0, "max_c": 54.0}]
+    assert window_warnings(**_good_window(gpu_state_start=start, temperatures=rows)) == []
+
+
+def test_window_temperatures_are_per_gpu_first_and_last_sample() -> None:
+    samples = [
+        {"gpu_idx": 0, "temperature_c": 50.0}, {"gpu_idx": 1, "temperature_c": 40.0},
+        {"gpu_idx": 0, "temperature_c": 58.0}, {"gpu_idx": 1, "temperature_c": None},
+        {"gpu_idx": 0, "temperature_c": 55.0}, {"gpu_idx": 1, "temperature_c": 42.0},
+    ]  # fmt: skip
+    assert window_temperatures(samples, ["GPU-a", "GPU-b", "GPU-c"]) == [
+        {"gpu_uuid": "GPU-a", "start_c": 50.0, "end_c": 55.0, "max_c": 58.0},
+        {"gpu_uuid": "GPU-b", "start_c": 40.0, "end_c": 42.0, "max_c": 42.0},
+        {"gpu_uuid": "GPU-c", "start_c": None, "end_c": None, "max_c": None},
+    ]
 
 
 @pytest.mark.parametrize(("share", "fires"), [(0.05, False), (0.051, True), (1.0, True)])
@@ -227,7 +248,7 @@ def test_all_warnings_together() -> None:
             error_bound_j=50.0,
             cross_check=[{"gpu_uuid": "GPU-a", "counter_j": 1000.0, "integral_j": 800.0, "relative_gap": 0.2}],
             gpu_state_start=[{"uuid": "GPU-a", "persistence_mode": False, "temperature_c": 30.0}],
-            gpu_state_end=[{"uuid": "GPU-a", "temperature_c": 60.0}],
+            temperatures=[{"gpu_uuid": "GPU-a", "start_c": 45.0, "end_c": 60.0, "max_c": 60.0}],
             throttle={"n_samples": 10, "slowed_share": 0.5, "reasons": {}},
             mean_utilisation_pct=10.0,
         )
