@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+#: Set in a cell's process: the path of its ``child.log``, where the engine's own output (and its
+#: worker processes') lands. For choices an engine makes out of reach and only logs.
+CELL_LOG_VARIABLE = "LLEM_CELL_LOG"
+
 
 @dataclass(frozen=True)
 class Decoding:

@@ -58,10 +58,9 @@ from pytest_llem.engines.common import (
     require_gpu_device,
 )
 from pytest_llem.engines.latency import request_latencies
-from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
+from pytest_llem.engines.protocol import CELL_LOG_VARIABLE, BatchResult, GpuRef, LoadRequest, count_output_tokens
 from pytest_llem.errors import LlemError
 from pytest_llem.models.loading import is_architecture_only
-from pytest_llem.runner.parent import CELL_LOG_VARIABLE
 
 #: Arguments pytest-llem sets itself, and the study key to use instead of engine_args.
 OWNED_ARGS: dict[str, str] = {
@@ -74,25 +73,43 @@ OWNED_ARGS: dict[str, str] = {
 }
 
 
-#: vLLM's worker logs its automatic attention-backend choice (vllm/platforms/cuda.py, 0.26) in
-#: this form; the choice is made inside the worker process and is not visible on ``LLM``.
-_AUTO_BACKEND_LINE = re.compile(r"Using (\w+) attention backend out of potential backends")
+#: How vLLM 0.26's workers log their attention backend (vllm/platforms/cuda.py): an automatic
+#: choice, or one forced by configuration. The choice is made inside the worker process and is
+#: not visible on ``LLM``.
+_BACKEND_LINES = (
+    re.compile(r"Using (\w+) attention backend out of potential backends"),
+    re.compile(r"\] Using (?:AttentionBackendEnum\.)?(\w+) backend\.$"),
+)
 
 
 def logged_attention_backends(log_path: str | None) -> list[str] | None:
-    """The attention backends vLLM's workers said they chose, in order, from the cell's log.
+    """The attention backends vLLM's workers said they use, in order of first mention.
 
     None when there is no log to read or it names none (a vLLM that logs differently): the
-    record then says "unknown" rather than guessing. Several names mean the workers differed.
+    record then says "unknown" rather than guessing. Several names mean several backends are in
+    use, e.g. workers that differ, or a model (or draft model) with more than one kind of layer.
     """
     if not log_path:
         return None
+    names: list[str] = []
     try:
         with open(log_path, encoding="utf-8", errors="replace") as log:
-            names = [m.group(1) for line in log if (m := _AUTO_BACKEND_LINE.search(line))]
+            for line in log:
+                if "backend" not in line:  # cheap filter: the log of a long start can be large
+                    continue
+                for pattern in _BACKEND_LINES:
+                    if match := pattern.search(line.rstrip()):
+                        names.append(match.group(1))
     except OSError:
         return None
     return list(dict.fromkeys(names)) or None
+
+
+def _backend_name(value: Any) -> str | None:
+    """``AttentionBackendEnum.FLASH_ATTN`` (or its str) -> ``FLASH_ATTN``."""
+    if value is None:
+        return None
+    return str(getattr(value, "name", value)).rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -338,6 +355,7 @@ class VllmEngine:
             return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
         sampling = self._sampling
+        requested_backend = getattr(getattr(config, "attention_config", None), "backend", None)
         return {
             "passed_to_llm": {
                 key: value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
@@ -358,8 +376,8 @@ class VllmEngine:
                 "enable_prefix_caching": read("cache_config", "enable_prefix_caching"),
                 "num_gpu_blocks": read("cache_config", "num_gpu_blocks"),
                 "tensor_parallel_size": read("parallel_config", "tensor_parallel_size"),
-                "attention_backend_requested": read("attention_config", "backend"),
-                "attention_backend_used": self._attention_backend_used(read("attention_config", "backend")),
+                "attention_backend_requested": _backend_name(requested_backend),
+                "attention_backend_used": self._attention_backend_used(_backend_name(requested_backend)),
                 "load_format": read("load_config", "load_format"),
             },
             "engine_start_s": self._start_time_s,
@@ -391,7 +409,7 @@ class VllmEngine:
         """The backend the workers run: the requested one (vLLM fails at start if it cannot use it),
         else the one their log names."""
         if requested is not None:
-            return requested.rsplit(".", 1)[-1]  # "AttentionBackendEnum.FLASH_ATTN" -> "FLASH_ATTN"
+            return requested
         logged = logged_attention_backends(os.environ.get(CELL_LOG_VARIABLE))
         return ", ".join(logged) if logged else None
 

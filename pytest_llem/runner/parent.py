@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
 from pytest_llem.errors import CellCrashed, CellEngineUnavailable, CellError, CellStartupFailed, CellTimeout
 
 LOG_NAME = "child.log"
@@ -80,14 +81,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-#: The child's ``child.log`` path, for engines that can only learn a choice from their own log.
-CELL_LOG_VARIABLE = "LLEM_CELL_LOG"
-
-
 def child_environment(gpu_uuid: str | None, log_path: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if log_path is not None:
-        env[CELL_LOG_VARIABLE] = str(log_path)
+        env[CELL_LOG_VARIABLE] = str(log_path.resolve())  # the child runs in the cell directory
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keeps child.log readable

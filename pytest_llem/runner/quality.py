@@ -99,7 +99,7 @@ def window_temperatures(samples: list[dict[str, Any]], uuids: list[str]) -> list
     The rise that matters for a reading is the one inside the window: power draw grows with
     temperature (leakage), so a window that starts before the GPU has settled trends upward.
     The rise over the whole cell says little, since a cell starts from an idle, cool GPU and
-    warm-up heats it (15-25 C on an H100 for an 8 B model).
+    warm-up heats it (15-26 C on an H100 for an 8 B model).
     """
     rows = []
     for idx, uuid in enumerate(uuids):

@@ -114,7 +114,8 @@ def test_a_requested_attention_backend_is_the_one_used(
     monkeypatch.setenv("LLEM_CELL_LOG", str(cell_log))
     engine = vllm_module.VllmEngine()
     engine.load(request(model_dir, settings={"attention_backend": "FLASHINFER"}))
-    assert engine.effective_settings()["resolved"]["attention_backend_used"] == "FLASHINFER"
+    resolved = engine.effective_settings()["resolved"]
+    assert resolved["attention_backend_requested"] == resolved["attention_backend_used"] == "FLASHINFER"
 
 
 def test_attention_backend_is_unknown_without_a_log_line(vllm_module: ModuleType, tmp_path: Path) -> None:
@@ -126,6 +127,17 @@ def test_attention_backend_is_unknown_without_a_log_line(vllm_module: ModuleType
     workers = tmp_path / "tp.log"
     workers.write_text(REAL_AUTO_BACKEND_LINE + REAL_AUTO_BACKEND_LINE.replace("FLASH_ATTN attention", "TRITON_ATTN attention"))
     assert vllm_module.logged_attention_backends(str(workers)) == ["FLASH_ATTN", "TRITON_ATTN"]
+
+
+def test_a_backend_forced_outside_the_study_is_read_from_its_own_line(vllm_module: ModuleType, tmp_path: Path) -> None:
+    """vLLM 0.26 logs a configured backend as 'Using <enum member> backend.' (platforms/cuda.py)."""
+    forced = tmp_path / "forced.log"
+    forced.write_text(
+        "(EngineCore pid=7) INFO 11-23 19:01:52 [cuda.py:422] Using AttentionBackendEnum.FLASHINFER backend.\n"
+        "(EngineCore pid=7) INFO 11-23 19:01:52 [selector.py:203] Using NHD KV cache layout for FLASHINFER backend.\n"
+        "(EngineCore pid=7) INFO 11-23 19:01:53 [cuda.py:523] Using backend FLASH_ATTN for vit attention\n"
+    )
+    assert vllm_module.logged_attention_backends(str(forced)) == ["FLASHINFER"]
 
 
 def test_tensor_parallel_cells_name_every_gpu_they_use(vllm_module: ModuleType, model_dir: Path) -> None:

@@ -106,10 +106,6 @@ def test_three_engines_of_one_study_see_identical_inputs_and_count_alike(
     assert per_pass["transformers"] <= 4 * 5, "truncated to max_input_tokens"
     for record in by_engine.values():
         assert record["total_tokens"] == record["passes"] * 4 * 6
-    window = record["telemetry"]
-    assert [row["gpu_uuid"] for row in window["temperature_c"]] == ["GPU-a", "GPU-b"]
-    assert all(row["start_c"] == row["end_c"] == 45 for row in window["temperature_c"])  # the fake's steady 45 C
-    assert [row["gpu_uuid"] for row in window["cross_check"]] == ["GPU-a", "GPU-b"]
     # The very ids, not only their number: the first pass of each engine, in order.
     vllm_prompts = [json.loads(line)["ids"] for line in vllm_log.read_text().splitlines() if '"prompt"' in line][:4]
     trt_calls = [json.loads(line) for line in trt_log.read_text().splitlines() if '"generate"' in line]

@@ -214,7 +214,7 @@ def test_a_gpu_that_warmed_up_before_the_window_gives_no_drift_warning() -> None
 
 
 def test_window_temperatures_are_per_gpu_first_and_last_sample() -> None:
-    samples = [
+    samples: list[dict[str, Any]] = [
         {"gpu_idx": 0, "temperature_c": 50.0}, {"gpu_idx": 1, "temperature_c": 40.0},
         {"gpu_idx": 0, "temperature_c": 58.0}, {"gpu_idx": 1, "temperature_c": None},
         {"gpu_idx": 0, "temperature_c": 55.0}, {"gpu_idx": 1, "temperature_c": 42.0},

@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import Enum
 from types import SimpleNamespace
 from typing import Any
 
@@ -48,6 +49,15 @@ def _log(event: str, **payload: Any) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"event": event, **payload}, default=repr) + "\n")
+
+
+class AttentionBackendEnum(Enum):
+    """vLLM keeps the resolved backend as an enum member on ``attention_config.backend``."""
+
+    FLASH_ATTN = "FLASH_ATTN"
+    FLASHINFER = "FLASHINFER"
+    TRITON_ATTN = "TRITON_ATTN"
+    FLEX_ATTENTION = "FLEX_ATTENTION"
 
 
 def _log_attention_backend(requested: str | None, ranks: int) -> None:
@@ -203,7 +213,9 @@ class LLM:
                 num_gpu_blocks=1000,
             ),
             parallel_config=SimpleNamespace(tensor_parallel_size=args.tensor_parallel_size),
-            attention_config=SimpleNamespace(backend=args.attention_backend),
+            attention_config=SimpleNamespace(
+                backend=AttentionBackendEnum[args.attention_backend] if args.attention_backend else None
+            ),
             load_config=SimpleNamespace(load_format=args.load_format),
         )  # fmt: skip
         _log_attention_backend(args.attention_backend, args.tensor_parallel_size)
