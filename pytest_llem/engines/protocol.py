@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pytest_llem.engines.latency import BatchLatencies
+
 #: Set in a cell's process: the path of its ``child.log``, where the engine's own output (and its
 #: worker processes') lands. For choices an engine makes out of reach and only logs.
 CELL_LOG_VARIABLE = "LLEM_CELL_LOG"
@@ -77,6 +79,22 @@ class BatchResult:
     per_request_time_s: list[float] = field(default_factory=list)
     ttft_s: list[float] = field(default_factory=list)
     itl_s: list[float] = field(default_factory=list)
+
+    @classmethod
+    def untimed(cls, output_token_ids: list[list[int]], wall_time_s: float) -> BatchResult:
+        """A batch whose decoding steps were not timed: every request ends with the batch."""
+        return cls(output_token_ids, wall_time_s, per_request_time_s=[wall_time_s] * len(output_token_ids))
+
+    @classmethod
+    def timed(cls, output_token_ids: list[list[int]], wall_time_s: float, latencies: BatchLatencies) -> BatchResult:
+        """A batch with per-request figures from :mod:`pytest_llem.engines.latency`."""
+        return cls(
+            output_token_ids,
+            wall_time_s,
+            per_request_time_s=latencies.end_to_end_s,
+            ttft_s=latencies.ttft_s,
+            itl_s=latencies.itl_s,
+        )
 
 
 class Engine(Protocol):

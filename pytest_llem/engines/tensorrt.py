@@ -210,7 +210,7 @@ class TensorrtEngine:
             protocol.count_output_tokens(self._generated_ids(output), eos, ignore_eos)
             for output in _in_request_order(list(outputs), batch)
         ]
-        return BatchResult(counted, wall, per_request_time_s=[wall] * len(batch))
+        return BatchResult.untimed(counted, wall)
 
     def version(self) -> str | None:
         """The installed tensorrt_llm version."""

@@ -185,15 +185,8 @@ class TransformersEngine:
         counted = [count_output_tokens(row, request.eos_token_ids, request.ignore_eos) for row in generated]
         width = output.shape[1] - input_ids.shape[1]
         if len(timer.step_times) != width or not timer.ended:
-            return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
-        latencies = batch_latencies(start, timer.step_times, [len(row) for row in counted])
-        return BatchResult(
-            output_token_ids=counted,
-            wall_time_s=wall,
-            per_request_time_s=latencies.end_to_end_s,
-            ttft_s=latencies.ttft_s,
-            itl_s=latencies.itl_s,
-        )
+            return BatchResult.untimed(counted, wall)
+        return BatchResult.timed(counted, wall, batch_latencies(start, timer.step_times, [len(row) for row in counted]))
 
     def version(self) -> str | None:
         """The installed transformers version."""

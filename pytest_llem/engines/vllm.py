@@ -298,8 +298,9 @@ class VllmEngine:
             [{"prompt_token_ids": list(ids)} for ids in batch], self._sampling, use_tqdm=False
         )
         wall = time.perf_counter() - start
-        counted = [count_output_tokens(list(out.outputs[0].token_ids), request.eos_token_ids, request.ignore_eos) for out in outputs]
-        return BatchResult(output_token_ids=counted, wall_time_s=wall, per_request_time_s=[wall] * len(batch))
+        eos, ignore_eos = request.eos_token_ids, request.ignore_eos
+        counted = [count_output_tokens(list(out.outputs[0].token_ids), eos, ignore_eos) for out in outputs]
+        return BatchResult.untimed(counted, wall)
 
     def _run_stepped(self, batch: list[list[int]], request: LoadRequest) -> BatchResult:
         """Step the engine as ``LLM.generate`` does, stamping each request's new tokens."""
@@ -333,14 +334,7 @@ class VllmEngine:
             # Every request that is not aborted produces at least one token: an empty one means
             # outputs were not matched to their requests, and no figure of this batch is sound.
             raise LlemError(f"vLLM returned no tokens for request(s) at position(s) {lost} of the batch")
-        latencies = request_latencies(start, times, [len(ids) for ids in counted])
-        return BatchResult(
-            output_token_ids=counted,
-            wall_time_s=wall,
-            per_request_time_s=latencies.end_to_end_s,
-            ttft_s=latencies.ttft_s,
-            itl_s=latencies.itl_s,
-        )
+        return BatchResult.timed(counted, wall, request_latencies(start, times, [len(ids) for ids in counted]))
 
     def version(self) -> str | None:
         return str(vllm.__version__)
