@@ -32,7 +32,7 @@ from transformers import (
 from pytest_llem.models.tiny import (
     resolve_model,  # writes the config; the inputs, not the method
 )
-from pytest_llem.study.prompts import load_prompt_texts, tokenize_prompts
+from pytest_llem.runner.prompts import load_prompt_texts, tokenize_prompts
 
 
 def main() -> None:

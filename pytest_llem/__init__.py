@@ -19,20 +19,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pytest_llem.version import __version__
 
-__all__ = ["__version__", "run_study", "load_results", "StudyResult", "summarise_groups", "group_records", "summarise"]
+__all__ = ["StudyResult", "__version__", "group_records", "load_results", "run_study", "summarise", "summarise_groups"]
 
 if TYPE_CHECKING:
-    from pytest_llem.api import run_study
-    from pytest_llem.results.loader import StudyResult, load_results
-    from pytest_llem.verdicts.statistics import group_records, summarise, summarise_groups
+    from pytest_llem.api import StudyResult, load_results, run_study
+    from pytest_llem.verdicts.statistics import (
+        group_records,
+        summarise,
+        summarise_groups,
+    )
 
 #: Lazily exported names and the modules that define them.
 _LAZY: dict[str, str] = {
     "run_study": "pytest_llem.api",
-    "load_results": "pytest_llem.results.loader",
-    "StudyResult": "pytest_llem.results.loader",
+    "load_results": "pytest_llem.api",
+    "StudyResult": "pytest_llem.api",
     "summarise_groups": "pytest_llem.verdicts.statistics",
     "group_records": "pytest_llem.verdicts.statistics",
     "summarise": "pytest_llem.verdicts.statistics",

@@ -38,12 +38,29 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pytest_llem.errors import LlemError
-from pytest_llem.results.loader import StudyResult, load_results, study_dirs
-from pytest_llem.verdicts.statistics import group_records, summarise, summarise_groups
+from pytest_llem.errors import LlemError, StudyFailedToRun, StudyTimeout
+from pytest_llem.results import loader
+from pytest_llem.results.loader import study_dirs
+
+if TYPE_CHECKING:
+    from pytest_llem.verdicts.statistics import GroupSummary, group_records, summarise, summarise_groups
+
+#: Re-exported from :mod:`pytest_llem.verdicts.statistics` on first use: numpy and scipy load
+#: only when statistics are asked for, so loading results stays light.
+_STATISTICS = ("group_records", "summarise", "summarise_groups")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STATISTICS:
+        from pytest_llem.verdicts import statistics
+
+        return getattr(statistics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "StudyFailedToRun",
@@ -55,6 +72,37 @@ __all__ = [
     "summarise",
     "summarise_groups",
 ]
+
+
+@dataclass(repr=False)
+class StudyResult(loader.StudyResult):
+    """One study's results as loaded from disk (see :class:`pytest_llem.results.loader.StudyResult`),
+    with the repetition statistics of the verdicts layer."""
+
+    def summarise(
+        self,
+        by: Sequence[str] = ("measurement_config_hash",),
+        metrics: Sequence[str] | None = None,
+        **kw: Any,
+    ) -> list[GroupSummary]:
+        """Repetition statistics of the completed records, one summary per group.
+
+        ``by`` holds dotted paths looked up in each record, then in its ``config`` (so
+        ``by=("precision",)`` works); ``metrics`` defaults to
+        :data:`pytest_llem.verdicts.statistics.METRICS`. Further keywords (``confidence``,
+        ``n_resamples``, ``seed``) go to :func:`~pytest_llem.verdicts.statistics.summarise_groups`.
+        """
+        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
+
+        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
+
+        return summarise_groups(self.experiments, by, METRICS if metrics is None else metrics, **kw)
+
+
+def load_results(path: str | os.PathLike[str]) -> StudyResult:
+    """Load one study's results from disk: :func:`pytest_llem.results.loader.load_results`, with statistics."""
+    return loader.read_study(path, StudyResult)
+
 
 #: Lines of pytest's output quoted in errors.
 OUTPUT_TAIL_LINES = 60
@@ -69,28 +117,6 @@ _PYTEST_MAIN = (
     "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
     " sys.argv[0] = 'pytest'; runpy.run_module('pytest', run_name='__main__', alter_sys=True)"
 )
-
-
-class StudyFailedToRun(LlemError):
-    """The pytest run produced no study directory; ``output`` is pytest's output."""
-
-    def __init__(self, message: str, output: str = "", returncode: int | None = None) -> None:
-        super().__init__(message)
-        self.output = output
-        self.returncode = returncode
-
-
-class StudyTimeout(LlemError):
-    """The run passed :func:`run_study`'s ``timeout`` and was interrupted.
-
-    ``result`` is what the study had recorded by then (its manifest shows the interrupted
-    cell), or None when it had written nothing.
-    """
-
-    def __init__(self, message: str, result: StudyResult | None, output: str = "") -> None:
-        super().__init__(message)
-        self.result = result
-        self.output = output
 
 
 def _tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> str:

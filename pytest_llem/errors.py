@@ -3,10 +3,13 @@
 One base class, so callers can catch everything we raise on purpose with a single ``except``,
 and a few branches named after who has to act: the author of a study file
 (:class:`StudyError`), the environment (:class:`EngineUnavailable`, :class:`MeterUnavailable`),
-or a single cell that went wrong at run time (:class:`CellError` and its kinds).
+or a single cell that went wrong at run time (:class:`CellError` and its kinds), or results
+on disk (:class:`ResultsError`). Every exception pytest-llem defines lives in this module.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LlemError(Exception):
@@ -25,6 +28,17 @@ class StudyError(LlemError):
         self.problems = list(problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"{path}: {len(self.problems)} {noun}\n" + "\n".join(self.problems))
+
+
+class LimitSyntaxError(LlemError):
+    """A limit, a metric name or a ``--llem-compare-fail`` rule that cannot be understood."""
+
+
+class PromptSourceError(LlemError, ValueError):
+    """A prompt source cannot be read; names the path (and line, field) to fix.
+
+    A ``ValueError`` too, since the problem is a bad value in the study file.
+    """
 
 
 class EngineUnavailable(LlemError):
@@ -75,3 +89,38 @@ class CellEngineUnavailable(CellError):
 
 class CellTimeout(CellError):
     """The cell ran past its time limit and its process group was killed."""
+
+
+class ResultsError(LlemError):
+    """Results on disk cannot be loaded; the message names the path."""
+
+
+class ResultsNotFound(ResultsError):
+    """No manifest where one was expected, or a completed cell's ``result.json`` is missing."""
+
+
+class ResultsUnreadable(ResultsError):
+    """A manifest or ``result.json`` exists but is not readable JSON of the expected shape."""
+
+
+class StudyFailedToRun(LlemError):
+    """:func:`~pytest_llem.run_study` produced no study directory; ``output`` is pytest's output."""
+
+    def __init__(self, message: str, output: str = "", returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.output = output
+        self.returncode = returncode
+
+
+class StudyTimeout(LlemError):
+    """The run passed :func:`~pytest_llem.run_study`'s ``timeout`` and was interrupted.
+
+    ``result`` is the :class:`~pytest_llem.StudyResult` the study had recorded by then (its
+    manifest shows the interrupted cell), or None when it had written nothing. Typed loosely:
+    this module sits below the results layer and imports nothing of it.
+    """
+
+    def __init__(self, message: str, result: Any, output: str = "") -> None:
+        super().__init__(message)
+        self.result = result
+        self.output = output

@@ -114,6 +114,3 @@ class StudyFile(pytest.File):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
-
-def is_study_file(path: Path) -> bool:
-    return path.name.endswith((".llem.yaml", ".llem.yml"))

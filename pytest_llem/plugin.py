@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_llem.study.files import is_study_file
+
 if TYPE_CHECKING:
-    from pytest_llem.baselines import IdleBaselines
-    from pytest_llem.execution import FinalizedStudy, StudyRun
+    from pytest_llem.execution.idle_power import SessionIdlePower
+    from pytest_llem.execution.study_run import StudyRun
     from pytest_llem.nodes import CellItem
+    from pytest_llem.verdicts.finalize import FinalizedStudy
 
 SESSION_PLUGIN_NAME = "llem-session"
 
@@ -125,7 +128,8 @@ def _command_line_limits(config: pytest.Config) -> list[Any]:
     """Limits from ``--llem-limit`` and the ``llem_limits`` ini key; a bad one is a usage error."""
     if not (config.getoption("llem_limits") or config.getini("llem_limits")):
         return []
-    from pytest_llem.verdicts.limits import LimitSyntaxError, parse_cli_limit
+    from pytest_llem.errors import LimitSyntaxError
+    from pytest_llem.verdicts.limits import parse_cli_limit
 
     limits = []
     sources = [(t, "--llem-limit") for t in config.getoption("llem_limits")]
@@ -142,7 +146,7 @@ def _compare_rules(config: pytest.Config) -> list[Any]:
     """``--llem-compare-fail`` rules; a bad one is a usage error."""
     if not config.getoption("llem_compare_fail"):
         return []
-    from pytest_llem.study.metrics import LimitSyntaxError
+    from pytest_llem.errors import LimitSyntaxError
     from pytest_llem.verdicts.compare import parse_rule
 
     try:
@@ -152,7 +156,7 @@ def _compare_rules(config: pytest.Config) -> list[Any]:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.name.endswith((".llem.yaml", ".llem.yml")):
+    if is_study_file(file_path):
         from pytest_llem.nodes import StudyFile
 
         return StudyFile.from_parent(parent, path=file_path)
@@ -160,20 +164,20 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 @pytest.fixture(scope="session")
-def llem_idle_baseline(request: pytest.FixtureRequest) -> IdleBaselines:
+def llem_idle_baseline(request: pytest.FixtureRequest) -> SessionIdlePower:
     """Idle power per GPU for the whole session, measured once and cached (see baselines.py).
 
     Under pytest-xdist, per worker: the GPU the controller gave it. Override in a conftest to
     supply baselines of your own, or to disable them (return None).
     """
-    from pytest_llem.baselines import IdleBaselines
+    from pytest_llem.execution.idle_power import SessionIdlePower
 
     session: LlemSession = request.config.pluginmanager.getplugin(SESSION_PLUGIN_NAME)
-    return IdleBaselines(gpu_uuid=session.gpu_uuid)
+    return SessionIdlePower(gpu_uuid=session.gpu_uuid)
 
 
 @pytest.fixture
-def llem_run_cell(request: pytest.FixtureRequest, llem_idle_baseline: IdleBaselines | None) -> Callable[[], None]:
+def llem_run_cell(request: pytest.FixtureRequest, llem_idle_baseline: SessionIdlePower | None) -> Callable[[], None]:
     """Runs the requesting cell in its own process; override in a conftest to wrap it."""
     session: LlemSession = request.config.pluginmanager.getplugin(SESSION_PLUGIN_NAME)
     node = request.node
@@ -234,10 +238,9 @@ class LlemSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.config.option.collectonly:
             return
-        from pytest_llem.execution import CellRef, StudyRun
-        from pytest_llem.results.writer import utc_stamp
-
+        from pytest_llem.execution.study_run import CellRef, StudyRun
         from pytest_llem.nodes import CellItem
+        from pytest_llem.results.writer import utc_stamp
 
         by_study: dict[Path, list[CellItem]] = {}
         for item in session.items:
@@ -263,11 +266,11 @@ class LlemSession:
         return str(chosen)
 
     def _ref(self, item: CellItem) -> Any:
-        from pytest_llem.execution import CellRef
+        from pytest_llem.execution.study_run import CellRef
 
         return CellRef(item.configuration, item.cycle, item.position, item.nodeid)
 
-    def run_cell(self, item: CellItem, baselines: IdleBaselines | None = None) -> None:
+    def run_cell(self, item: CellItem, baselines: SessionIdlePower | None = None) -> None:
         from pytest_llem.errors import CellEngineUnavailable
 
         run = self.runs[item.study.path]
@@ -371,7 +374,7 @@ class LlemSession:
     def finalized(self) -> list[FinalizedStudy]:
         """Every study of the session read back from disk with its statistics (once)."""
         if self._finalized is None:
-            from pytest_llem.execution import finalize_study
+            from pytest_llem.verdicts.finalize import finalize_study
 
             self._finalized = [finalize_study(d) for d in dict.fromkeys(self.study_dirs)]
         return self._finalized
@@ -403,9 +406,9 @@ class LlemSession:
 
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         """One line on what measures: only when study files are named on the command line."""
-        if not any(str(a).split("::")[0].endswith((".llem.yaml", ".llem.yml")) for a in config.args):
+        if not any(is_study_file(a) for a in config.args):
             return None
-        from pytest_llem.baselines import visible_gpu_uuids
+        from pytest_llem.energy._nvml import visible_gpu_uuids
 
         uuids, reason = visible_gpu_uuids()
         gpus = f"{len(uuids)} GPU(s) visible to NVML, meter per study (auto: nvml)" if uuids else f"no GPU energy ({reason})"

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_llem.study.files import is_study_file
+
 if TYPE_CHECKING:
     from pytest_llem.plugin import LlemSession
 
 
 def _names_studies(config: pytest.Config) -> bool:
-    return any(str(a).split("::")[0].endswith((".llem.yaml", ".llem.yml")) for a in config.args)
+    return any(is_study_file(a) for a in config.args)
 
 
 class XdistCoordination:
@@ -39,7 +41,7 @@ class XdistCoordination:
     def pool(self) -> list[str]:
         """The GPUs to hand out, one per worker (empty on a machine without NVIDIA GPUs)."""
         if self._pool is None:
-            from pytest_llem.baselines import visible_gpu_uuids
+            from pytest_llem.energy._nvml import visible_gpu_uuids
 
             self._pool = visible_gpu_uuids()[0]
         return self._pool

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import pytest_llem
-from pytest_llem.errors import LlemError
-from pytest_llem.results.loader import ResultsNotFound, ResultsUnreadable, StudyResult, load_results
+from pytest_llem.errors import LlemError, ResultsNotFound, ResultsUnreadable
+from pytest_llem import StudyResult, load_results
 from pytest_llem.results.manifest import MANIFEST_NAME, Manifest
 from pytest_llem.results.record import build_result
 from pytest_llem.results.writer import write_json_atomic

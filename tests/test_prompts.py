@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llem.errors import LlemError
-from pytest_llem.study.prompts import PromptSourceError, load_prompt_texts, tokenize_prompts
+from pytest_llem.errors import LlemError, PromptSourceError
+from pytest_llem.runner.prompts import load_prompt_texts, tokenize_prompts
 
 
 class FakeTokenizer:

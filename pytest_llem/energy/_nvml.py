@@ -12,6 +12,7 @@ one another.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar, cast
@@ -99,3 +100,35 @@ def nvml_uuid(raw: object) -> str:
     """NVML names GPUs ``GPU-<uuid>`` (MIG slices ``MIG-<uuid>``); torch gives the bare UUID."""
     text = str(raw)
     return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def visible_gpu_uuids() -> tuple[list[str], str | None]:
+    """UUIDs of the NVIDIA GPUs this session's cells can see, or a reason there are none.
+
+    ``CUDA_VISIBLE_DEVICES`` is honoured for UUIDs and indices (indices as NVML numbers them,
+    which matches CUDA's order when ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
+    """
+    try:
+        nvml = load()
+    except MeterUnavailable as exc:
+        return [], str(exc)
+    try:
+        uuids = [
+            as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(nvml.nvmlDeviceGetCount())
+        ]
+    except nvml.NVMLError as exc:
+        return [], f"NVML could not list the GPUs: {exc}"
+    finally:
+        shutdown(nvml)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        chosen: list[str] = []
+        for entry in (e.strip() for e in visible.split(",") if e.strip()):
+            if entry.isdigit():
+                if int(entry) < len(uuids):
+                    chosen.append(uuids[int(entry)])
+            else:
+                chosen.extend(u for u in uuids if u.startswith(entry) and u not in chosen)
+        uuids = chosen
+    return uuids, None if uuids else "no NVIDIA GPU is visible"

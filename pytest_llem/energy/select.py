@@ -7,13 +7,12 @@ must not receive a silently empty result instead.
 
 from __future__ import annotations
 
+from pytest_llem.config.experiment import METER_KINDS
 from pytest_llem.energy.none import NoMeter
 from pytest_llem.energy.nvml import NvmlMeter
 from pytest_llem.energy.protocol import EnergyMeter
 from pytest_llem.energy.zeus import ZeusMeter
 from pytest_llem.errors import MeterUnavailable
-
-METER_KINDS = ("auto", "nvml", "zeus", "none")
 
 CPU_ONLY_REASON = "inference ran on the CPU: no GPU energy counter applies"
 

@@ -27,8 +27,8 @@ def engine_gpus(count: int) -> list[GpuRef]:
     Raises :class:`EngineUnavailable` when fewer are visible than the cell asks for (a
     ``tensor_parallel_size`` larger than the GPUs the cell was given).
     """
-    from pytest_llem.baselines import visible_gpu_uuids
     from pytest_llem.energy import _nvml
+    from pytest_llem.energy._nvml import visible_gpu_uuids
 
     uuids, reason = visible_gpu_uuids()
     if len(uuids) < count:

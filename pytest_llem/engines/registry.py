@@ -7,10 +7,9 @@ pytest process.
 
 from __future__ import annotations
 
+from pytest_llem.config.engines import ENGINE_NAMES
 from pytest_llem.engines.protocol import Engine
 from pytest_llem.errors import EngineUnavailable
-
-ENGINE_NAMES = ("transformers", "vllm", "tensorrt")
 
 _INSTALL_HINT = {
     "transformers": 'pip install "pytest-llem[transformers]"',

@@ -30,7 +30,12 @@ from transformers.generation.streamers import BaseStreamer
 
 from pytest_llem.energy._nvml import nvml_uuid
 from pytest_llem.engines.latency import batch_latencies
-from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest, count_output_tokens
+from pytest_llem.engines.protocol import (
+    BatchResult,
+    GpuRef,
+    LoadRequest,
+    count_output_tokens,
+)
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import load_causal_lm
 

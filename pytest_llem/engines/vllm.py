@@ -58,7 +58,13 @@ from pytest_llem.engines.common import (
     require_gpu_device,
 )
 from pytest_llem.engines.latency import request_latencies
-from pytest_llem.engines.protocol import CELL_LOG_VARIABLE, BatchResult, GpuRef, LoadRequest, count_output_tokens
+from pytest_llem.engines.protocol import (
+    CELL_LOG_VARIABLE,
+    BatchResult,
+    GpuRef,
+    LoadRequest,
+    count_output_tokens,
+)
 from pytest_llem.errors import LlemError
 from pytest_llem.models.loading import is_architecture_only
 

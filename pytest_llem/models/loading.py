@@ -47,7 +47,7 @@ def load_causal_lm(model: str, device: Any, dtype_kwargs: dict[str, Any], extra:
 
     config = AutoConfig.from_pretrained(model)
     if "attn_implementation" in extra:
-        config._attn_implementation = extra["attn_implementation"]  # noqa: SLF001 - public in from_config's docs
+        config._attn_implementation = extra["attn_implementation"]
     with torch.random.fork_rng(devices=[device] if getattr(device, "type", "cpu") == "cuda" else []):
         torch.manual_seed(random_weights_seed(model))
         auto: Any = AutoModelForCausalLM

@@ -5,24 +5,20 @@ A study directory holds ``manifest.json`` and one directory per cell with its ``
 and hands back a :class:`StudyResult`: the records, the study's identity and protocol, the
 manifest's summary, and the cells that failed or were skipped.
 
-Import-light: no pydantic, numpy or scipy here; the statistics are imported when
-:meth:`StudyResult.summarise` is called.
+Import-light: no pydantic, numpy or scipy here. Statistics are the verdicts layer's: the public
+:class:`pytest_llem.StudyResult` (:mod:`pytest_llem.api`) adds :meth:`summarise` to this class.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from pytest_llem.errors import LlemError
+from pytest_llem.errors import ResultsNotFound, ResultsUnreadable
 from pytest_llem.results.manifest import MANIFEST_NAME
-
-if TYPE_CHECKING:
-    from pytest_llem.verdicts.statistics import GroupSummary
 
 #: The columns of :meth:`StudyResult.to_rows`, in order.
 ROW_FIELDS: tuple[str, ...] = (
@@ -30,18 +26,6 @@ ROW_FIELDS: tuple[str, ...] = (
     "total_tokens", "total_inference_time_sec", "avg_tokens_per_second", "total_energy_j",
     "mj_per_tok_total", "mj_per_tok_adjusted",
 )  # fmt: skip
-
-
-class ResultsError(LlemError):
-    """Results on disk cannot be loaded; the message names the path."""
-
-
-class ResultsNotFound(ResultsError):
-    """No manifest where one was expected, or a completed cell's ``result.json`` is missing."""
-
-
-class ResultsUnreadable(ResultsError):
-    """A manifest or ``result.json`` exists but is not readable JSON of the expected shape."""
 
 
 @dataclass
@@ -84,23 +68,6 @@ class StudyResult:
         entries = _entries(self.manifest)
         return [dict(e) for e in entries if status is None or e.get("status") == status]
 
-    def summarise(
-        self,
-        by: Sequence[str] = ("measurement_config_hash",),
-        metrics: Sequence[str] | None = None,
-        **kw: Any,
-    ) -> list[GroupSummary]:
-        """Repetition statistics of the completed records, one summary per group.
-
-        ``by`` holds dotted paths looked up in each record, then in its ``config`` (so
-        ``by=("precision",)`` works); ``metrics`` defaults to
-        :data:`pytest_llem.verdicts.statistics.METRICS`. Further keywords (``confidence``,
-        ``n_resamples``, ``seed``) go to :func:`~pytest_llem.verdicts.statistics.summarise_groups`.
-        """
-        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
-
-        return summarise_groups(self.experiments, by, METRICS if metrics is None else metrics, **kw)
-
     def to_rows(self) -> list[dict[str, Any]]:
         """One flat dict of headline figures per completed cell: ``pandas.DataFrame(rows)``."""
         rows: list[dict[str, Any]] = []
@@ -110,6 +77,9 @@ class StudyResult:
             row["precision"] = config.get("precision") if config else None
             rows.append(row)
         return rows
+
+
+ResultT = TypeVar("ResultT", bound=StudyResult)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -208,6 +178,11 @@ def load_results(path: str | os.PathLike[str]) -> StudyResult:
     cell's ``result.json`` is missing, and :class:`ResultsUnreadable` when a file is not valid
     JSON. Both are :class:`~pytest_llem.errors.LlemError`.
     """
+    return read_study(path, StudyResult)
+
+
+def read_study(path: str | os.PathLike[str], result_type: type[ResultT]) -> ResultT:
+    """:func:`load_results` into ``result_type`` (a subclass of :class:`StudyResult`)."""
     study_dir = _resolve_study_dir(Path(path))
     manifest_path = study_dir / MANIFEST_NAME
     manifest = _read_json(manifest_path, "manifest")
@@ -243,7 +218,7 @@ def load_results(path: str | os.PathLike[str]) -> StudyResult:
                 }
             )
 
-    return StudyResult(
+    return result_type(
         experiments=experiments,
         study_name=str(manifest.get("study_name") or study_dir.name),
         study_design_hash=manifest.get("study_design_hash"),

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     channel.send("alive", pid=os.getpid())
     try:
         spec = json.loads(sys.stdin.read())
+        from pytest_llem.config.experiment import ExperimentConfig
         from pytest_llem.engines.registry import create_engine
         from pytest_llem.runner.measure import measure_cell
-        from pytest_llem.study.schema import ExperimentConfig
 
         if spec.get("task") == "baseline":
             from pytest_llem.runner.idle import measure_idle

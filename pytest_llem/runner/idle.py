@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_llem.energy.baseline import sample_idle
+from pytest_llem.energy.idle import sample_idle
 
 
 def visible_gpus() -> tuple[list[str], str]:
@@ -26,7 +26,7 @@ def visible_gpus() -> tuple[list[str], str]:
             uuids.append(nvml_uuid(torch.cuda.get_device_properties(index).uuid))
         torch.cuda.synchronize()
         return uuids, "idle power sampled with a CUDA context on the GPU"
-    from pytest_llem.baselines import visible_gpu_uuids
+    from pytest_llem.energy._nvml import visible_gpu_uuids
 
     uuids, _ = visible_gpu_uuids()  # honours CUDA_VISIBLE_DEVICES, which NVML itself ignores
     return uuids, "idle power sampled without a CUDA context (torch sees no CUDA device)"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_llem.config.experiment import ExperimentConfig, WarmupConfig
 from pytest_llem.energy.protocol import EnergyReading
 from pytest_llem.engines.protocol import Decoding, Engine, LoadRequest
 from pytest_llem.errors import MeasurementRefused, MeterUnavailable
@@ -29,7 +30,6 @@ from pytest_llem.runner.quality import (
     window_temperatures,
     window_warnings,
 )
-from pytest_llem.study.schema import ExperimentConfig, WarmupConfig
 
 TIMESERIES_NAME = "timeseries.parquet"
 
@@ -168,7 +168,7 @@ def _window_telemetry(sampler: Any, uuids: list[str], window: dict[str, Any], re
 
 
 def _software_versions() -> dict[str, str | None]:
-    from pytest_llem import __version__
+    from pytest_llem.version import __version__
 
     versions: dict[str, str | None] = {"python": platform.python_version(), "pytest_llem": __version__}
     for module in ("torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "zeus"):
@@ -189,14 +189,16 @@ def measure_cell(
     """Measure one cell with an engine already imported; return plain, JSON-ready figures."""
     from pytest_llem.energy.select import open_meter
     from pytest_llem.models.tiny import resolve_model
-    from pytest_llem.study.prompts import load_prompt_texts, tokenize_prompts
+    from pytest_llem.runner.prompts import load_prompt_texts, tokenize_prompts
 
     warnings: list[str] = []
     idle_reference_w = idle_reference_w or {}
     phase("load")
     load_started = time.perf_counter()
     model_path = resolve_model(config.model)
-    from transformers import AutoTokenizer  # every engine shares one tokenisation: identical inputs
+    from transformers import (
+        AutoTokenizer,  # every engine shares one tokenisation: identical inputs
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     texts = config.prompts if config.prompts is not None else load_prompt_texts(

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
-from pytest_llem.errors import CellCrashed, CellEngineUnavailable, CellError, CellStartupFailed, CellTimeout
+from pytest_llem.errors import (
+    CellCrashed,
+    CellEngineUnavailable,
+    CellError,
+    CellStartupFailed,
+    CellTimeout,
+)
 
 LOG_NAME = "child.log"
 KILL_GRACE_SECONDS = 5.0

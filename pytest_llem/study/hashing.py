@@ -15,7 +15,8 @@ import hashlib
 import json
 from typing import Any
 
-from pytest_llem.study.schema import ENGINES, NON_MEASUREMENT_FIELDS, ExperimentConfig
+from pytest_llem.config.engines import ENGINE_NAMES
+from pytest_llem.config.experiment import NON_MEASUREMENT_FIELDS, ExperimentConfig
 
 
 def canonical_json(data: Any) -> str:
@@ -29,7 +30,7 @@ def digest16(data: Any) -> str:
 
 def measurement_fields(config: ExperimentConfig) -> dict[str, Any]:
     """The part of a resolved experiment that can change its measurement."""
-    other_engines = {name for name in ENGINES if name != config.engine}
+    other_engines = {name for name in ENGINE_NAMES if name != config.engine}
     return config.model_dump(mode="json", exclude=set(NON_MEASUREMENT_FIELDS) | other_engines)
 
 

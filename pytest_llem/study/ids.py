@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from pytest_llem.naming import sanitise
+
 #: Short forms of field names that appear before numeric values in ids.
 ABBREVIATIONS: dict[str, str] = {
     "batch_size": "bs",
@@ -34,16 +36,7 @@ ABBREVIATIONS: dict[str, str] = {
     "enable_chunked_prefill": "chunked-prefill",
 }
 
-_UNSAFE = re.compile(r"[^\w.+-]+")
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
-
-
-def sanitise(text: str) -> str:
-    """Make ``text`` safe for node ids and file names (``org/model`` -> ``org--model``)."""
-    text = text.replace("\\", "/").replace("/", "--")
-    text = _UNSAFE.sub("_", text)
-    text = text.replace("..", "_")  # never a relative-path component, even inside a name
-    return text.strip("._-") or "x"
 
 
 def short_key(dotted_path: str) -> str:

@@ -7,7 +7,6 @@ the line of every key so that each problem points at the place to edit.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from pytest_llem.errors import StudyError
+from pytest_llem.naming import suggest
 
 Path_ = tuple[str | int, ...]
 
@@ -70,7 +70,7 @@ def load_study_yaml(path: Path) -> tuple[dict[str, Any], LineMap]:
     lines = LineMap()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader is the safe one
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -111,12 +111,6 @@ def _model_at(model: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
             return None
         current = nested[0]
     return current
-
-
-def suggest(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'batch_size'?)`` or an empty string."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _short(value: Any) -> str:

@@ -13,19 +13,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pytest_llem.config.base import INVALID_COMBINATION
+from pytest_llem.config.engines import ENGINE_NAMES
+from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import StudyError
+from pytest_llem.naming import sanitise, suggest
 from pytest_llem.study import ids
 from pytest_llem.study.hashing import measurement_config_hash, study_design_hash
-from pytest_llem.study.loader import LineMap, Path_, format_error, load_study_yaml, suggest, validation_problems
-from pytest_llem.study.ordering import run_order
-from pytest_llem.study.schema import (
-    ENGINES,
-    INVALID_COMBINATION,
-    STUDY_ONLY_KEYS,
-    ExecutionConfig,
-    ExperimentConfig,
-    StudyDocument,
+from pytest_llem.study.loader import (
+    LineMap,
+    Path_,
+    format_error,
+    load_study_yaml,
+    validation_problems,
 )
+from pytest_llem.study.ordering import run_order
+from pytest_llem.study.schema import STUDY_ONLY_KEYS, ExecutionConfig, StudyDocument
 from pytest_llem.study.sweep import (
     Override,
     RawCell,
@@ -98,7 +101,7 @@ def default_study_name(path: Path) -> str:
     name = path.name
     for suffix in (".yaml", ".yml"):
         name = name.removesuffix(suffix)
-    return ids.sanitise(name.removesuffix(".llem"))
+    return sanitise(name.removesuffix(".llem"))
 
 
 def _engines(shared: dict[str, Any], engine_axis: list[Any] | None, problems: list[tuple[Path_, str]]) -> list[str]:
@@ -110,9 +113,9 @@ def _engines(shared: dict[str, Any], engine_axis: list[Any] | None, problems: li
     names = declared if isinstance(declared, list) else [declared]
     engines: list[str] = []
     for name in names:
-        if name not in ENGINES:
+        if name not in ENGINE_NAMES:
             where: Path_ = ("sweep", "engine") if engine_axis is not None else ("engine",)
-            problems.append((where, f"engine: unknown engine {name!r}{suggest(str(name), list(ENGINES))}; expected one of {', '.join(ENGINES)}"))
+            problems.append((where, f"engine: unknown engine {name!r}{suggest(str(name), list(ENGINE_NAMES))}; expected one of {', '.join(ENGINE_NAMES)}"))
         elif name not in engines:
             engines.append(str(name))
     return engines
@@ -147,13 +150,13 @@ def _config_id(
     cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any], model: str
 ) -> str:
     if cell.explicit_id:
-        return ids.sanitise(cell.explicit_id)
+        return sanitise(cell.explicit_id)
     if template:
         return ids.render_template(template, lookup)
     pieces = [cell.engine] if len(engines) > 1 else []
     pieces += [ids.id_piece(o.path, o.value) for o in cell.overrides if o.in_id]
     if not pieces or (len(pieces) == 1 and len(engines) > 1 and not cell.overrides):
-        pieces = [ids.sanitise(model.rstrip("/").rsplit("/", 1)[-1]), cell.engine]
+        pieces = [sanitise(model.rstrip("/").rsplit("/", 1)[-1]), cell.engine]
     return ids.join_pieces(pieces)
 
 
@@ -198,7 +201,7 @@ def load_study(path: str | Path) -> Study:
             )
 
     # With no valid engine (already reported), still validate the other fields: every problem at once.
-    cell_engines = engines or [ENGINES[0]]
+    cell_engines = engines or [ENGINE_NAMES[0]]
     explicit = parse_experiments(data.get("experiments"), cell_engines, problems)
     swept = bool(dimensions) or engine_axis is not None
     raw_cells = expand_sweep(cell_engines, dimensions) if (swept or not explicit) else []

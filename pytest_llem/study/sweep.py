@@ -19,7 +19,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_llem.study.schema import ENGINES, ExperimentConfig
+from pytest_llem.config.engines import ENGINE_NAMES
+from pytest_llem.config.experiment import ExperimentConfig
 
 Origin = tuple[str | int, ...]
 
@@ -111,7 +112,7 @@ def _section_names() -> set[str]:
 
 def _scope_of(path: str) -> str | None:
     head = path.split(".", 1)[0]
-    return head if head in ENGINES else None
+    return head if head in ENGINE_NAMES else None
 
 
 def _grid(entry: dict[str, Any], prefix: str, origin: Origin) -> list[list[Override]]:

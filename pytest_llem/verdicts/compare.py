@@ -15,7 +15,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_llem.study.metrics import LIMIT_METRICS, LimitSyntaxError, check_metric
+from pytest_llem.config.metrics import LIMIT_METRICS, check_metric
+from pytest_llem.errors import LimitSyntaxError
 
 DEFAULT_METRIC = "mj_per_tok_adjusted"
 STATS = ("mean", "median", "min", "max")
@@ -24,7 +25,7 @@ SIGNIFICANCE = 0.05
 
 _RULE = re.compile(
     r"^(?:(?P<metric>[a-z_][a-z0-9_.]*)\.)?(?P<stat>mean|median|min|max):[+\-\u00b1]?(?P<value>[0-9.]+(?:e[-+]?[0-9]+)?)(?P<pct>%)?$",
-    re.I,
+    re.IGNORECASE,
 )
 
 

@@ -11,7 +11,7 @@ from pytest_llem.verdicts.compare import CompareRule, judge, values_by_config
 if TYPE_CHECKING:
     import pytest
 
-    from pytest_llem.execution import FinalizedStudy
+    from pytest_llem.verdicts.finalize import FinalizedStudy
 
 
 def baseline_root(config: pytest.Config) -> Path:

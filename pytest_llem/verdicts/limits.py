@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_llem.study.metrics import LIMIT_METRICS, LimitSyntaxError, check_metric
+from pytest_llem.config.metrics import LIMIT_METRICS, check_metric
+from pytest_llem.errors import LimitSyntaxError
 
 __all__ = ["LIMIT_METRICS", "Limit", "LimitSyntaxError", "breaches", "check_metric", "parse_cli_limit", "value_of"]
 
 Bound = Literal["min", "max"]
 
-_CLI = re.compile(r"^(?P<metric>[a-z_][a-z0-9_.]*)\.(?P<bound>min|max):(?P<value>[-+]?[0-9.]+(?:e[-+]?[0-9]+)?)$", re.I)
+_CLI = re.compile(r"^(?P<metric>[a-z_][a-z0-9_.]*)\.(?P<bound>min|max):(?P<value>[-+]?[0-9.]+(?:e[-+]?[0-9]+)?)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from pytest_llem.config.metrics import LIMIT_METRICS
+from pytest_llem.naming import sanitise
 from pytest_llem.results.writer import utc_iso, write_json_atomic
-from pytest_llem.study.ids import sanitise
-from pytest_llem.study.metrics import LIMIT_METRICS
 from pytest_llem.verdicts.compare import values_by_config
 
 FORMAT = 1

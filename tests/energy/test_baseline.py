@@ -11,25 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_llem.baselines import IdleBaselines, visible_gpu_uuids
-from pytest_llem.energy.baseline import (
+from pytest_llem.config.experiment import IdlePowerConfig
+from pytest_llem.energy._nvml import visible_gpu_uuids
+from pytest_llem.energy.idle import IdlePower, sample_idle
+from pytest_llem.errors import MeterUnavailable
+from pytest_llem.execution.idle_power import (
     ARTEFACTS_DIR,
-    IdleBaseline,
+    SessionIdlePower,
     cache_file,
     drift,
     find_cached,
     load_fresh,
-    sample_idle,
     store,
 )
-from pytest_llem.errors import MeterUnavailable
-from pytest_llem.study.schema import BaselineConfig
 
 if TYPE_CHECKING:
     from conftest import FakeNvml
 
 
-def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, age_s: float = 0.0, **extra: Any) -> IdleBaseline:
+def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, age_s: float = 0.0, **extra: Any) -> IdlePower:
     fields: dict[str, Any] = {
         "gpu_uuid": uuid,
         "power_w": power_w,
@@ -44,7 +44,7 @@ def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, ag
         "method": "idle power sampled with a CUDA context on the GPU; mean from the energy counter",
     }
     fields.update(extra)
-    return IdleBaseline(**fields)
+    return IdlePower(**fields)
 
 
 def _study(root: Path, name: str) -> Path:
@@ -53,7 +53,7 @@ def _study(root: Path, name: str) -> Path:
     return study
 
 
-def _place(study: Path, baseline: IdleBaseline, mtime: float | None = None) -> Path:
+def _place(study: Path, baseline: IdlePower, mtime: float | None = None) -> Path:
     path = store(study, baseline)
     if mtime is not None:
         os.utime(path, (mtime, mtime))
@@ -172,7 +172,7 @@ def test_find_cached_other_gpu_or_nothing(tmp_path: Path) -> None:
     assert find_cached(tmp_path, current, "GPU-b", ttl_s=3600.0) is not None
 
 
-def _load(study: Path, uuid: str = "GPU-a") -> IdleBaseline:
+def _load(study: Path, uuid: str = "GPU-a") -> IdlePower:
     baseline = load_fresh(cache_file(study, uuid), ttl_s=1e9)
     assert baseline is not None
     return baseline
@@ -186,11 +186,11 @@ def test_drift() -> None:
     assert drift(_baseline(power_w=0.0), 50.0) == 0.0
 
 
-# --------------------------------------------------------------------------- IdleBaselines.for_cell
+# --------------------------------------------------------------------------- SessionIdlePower.for_cell
 
 
 def test_for_cell_sums_the_gpus_used() -> None:
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=70.0, std_w=3.0, age_s=10.0), "measured")
     session.set(_baseline("GPU-b", power_w=80.0, std_w=4.0, age_s=100.0, method="other"), "cache")
     session.set(_baseline("GPU-c", power_w=500.0), "measured")  # not used by the cell
@@ -205,13 +205,13 @@ def test_for_cell_sums_the_gpus_used() -> None:
 
 
 def test_for_cell_single_gpu_std_is_its_own() -> None:
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a", std_w=2.5), "measured")
     assert math.isclose(session.for_cell(["GPU-a"], None)["baseline_std_w"], 2.5)
 
 
 def test_for_cell_reasons() -> None:
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a"), "measured")
     missing = session.for_cell(["GPU-a", "GPU-z"], None)
     assert missing == {"baseline_power_w": None, "baseline_unavailable_reason": "no baseline for a GPU this cell used"}
@@ -225,7 +225,7 @@ def test_for_cell_reasons() -> None:
 
 
 def test_check_drift_marks_stale_beyond_threshold() -> None:
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=70.0), "measured")
     session.set(_baseline("GPU-b", power_w=70.0), "measured")
     warnings = session.check_drift(
@@ -239,34 +239,34 @@ def test_check_drift_marks_stale_beyond_threshold() -> None:
 
 
 class _MeasureRecorder:
-    def __init__(self, session: IdleBaselines) -> None:
+    def __init__(self, session: SessionIdlePower) -> None:
         self.calls: list[Path] = []
         self.session = session
 
-    def __call__(self, settings: BaselineConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
+    def __call__(self, settings: IdlePowerConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
         self.calls.append(study_dir)
         return "recorded"
 
 
-def _recorder(monkeypatch: pytest.MonkeyPatch, session: IdleBaselines) -> _MeasureRecorder:
+def _recorder(monkeypatch: pytest.MonkeyPatch, session: SessionIdlePower) -> _MeasureRecorder:
     recorder = _MeasureRecorder(session)
     monkeypatch.setattr(session, "_measure", recorder)
     return recorder
 
 
 def test_ensure_disabled_gives_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    session = IdleBaselines()
+    session = SessionIdlePower()
     recorder = _recorder(monkeypatch, session)
-    reason = session.ensure(BaselineConfig(enabled=False), tmp_path / "s", tmp_path, 30.0)
+    reason = session.ensure(IdlePowerConfig(enabled=False), tmp_path / "s", tmp_path, 30.0)
     assert reason == "measurement.baseline.enabled is false" and recorder.calls == []
 
 
 def test_ensure_without_gpu_gives_nvml_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
     fake_nvml.configure()
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    session = IdleBaselines()
+    session = SessionIdlePower()
     recorder = _recorder(monkeypatch, session)
-    assert session.ensure(BaselineConfig(), tmp_path / "s", tmp_path, 30.0) == "no NVIDIA GPU is visible"
+    assert session.ensure(IdlePowerConfig(), tmp_path / "s", tmp_path, 30.0) == "no NVIDIA GPU is visible"
     assert recorder.calls == []
 
 
@@ -275,16 +275,16 @@ def test_ensure_reuses_an_earlier_studys_cache(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     earlier, current = _study(tmp_path, "2026-01-01_earlier"), _study(tmp_path, "2026-01-02_current")
     _place(earlier, _baseline("GPU-a", power_w=66.0, age_s=60.0))
-    session = IdleBaselines()
+    session = SessionIdlePower()
     recorder = _recorder(monkeypatch, session)
-    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None
+    assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) is None
     assert recorder.calls == []
     known = session.get("GPU-a")
     assert known is not None and known[0].power_w == 66.0
     assert known[1] == "cache of an earlier study (2026-01-01_earlier)"
     assert _load(current) == known[0]  # copied into this study's artefacts
     # A second ensure keeps the session's baseline without measuring.
-    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None and recorder.calls == []
+    assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) is None and recorder.calls == []
 
 
 def test_ensure_own_cache_is_named_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
@@ -292,9 +292,9 @@ def test_ensure_own_cache_is_named_cache(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     current = _study(tmp_path, "s")
     _place(current, _baseline("GPU-a", power_w=67.0))
-    session = IdleBaselines()
+    session = SessionIdlePower()
     recorder = _recorder(monkeypatch, session)
-    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None
+    assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) is None
     assert recorder.calls == [] and session.get("GPU-a") is not None
     assert session.get("GPU-a")[1] == "cache"  # type: ignore[index]
 
@@ -304,9 +304,9 @@ def test_ensure_measures_when_cache_is_too_old(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     earlier, current = _study(tmp_path, "earlier"), _study(tmp_path, "current")
     _place(earlier, _baseline("GPU-a", age_s=7200.0))
-    session = IdleBaselines()
+    session = SessionIdlePower()
     recorder = _recorder(monkeypatch, session)
-    assert session.ensure(BaselineConfig(ttl_seconds=3600.0), current, tmp_path, 30.0) == "recorded"
+    assert session.ensure(IdlePowerConfig(ttl_seconds=3600.0), current, tmp_path, 30.0) == "recorded"
     assert recorder.calls == [current]
 
 
@@ -316,17 +316,17 @@ def test_ensure_remeasures_a_stale_gpu_despite_a_fresh_cache(
     fake_nvml.configure(fake_nvml.gpu("GPU-a"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     current = _study(tmp_path, "current")
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=70.0), "measured")
     assert session.check_drift({"GPU-a": {"power_w": 100.0}}, threshold=0.10)
     _place(current, _baseline("GPU-a", power_w=70.0))  # fresh file, but the drift says it is wrong
     recorder = _recorder(monkeypatch, session)
-    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) == "recorded"
+    assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) == "recorded"
     assert recorder.calls == [current]
     assert not cache_file(current, "GPU-a").exists(), "a drifted baseline's cache file is dropped"
     # Once a new baseline is set, the GPU is no longer stale and nothing more is measured.
     session.set(_baseline("GPU-a", power_w=100.0), "measured")
-    assert session.ensure(BaselineConfig(), current, tmp_path, 30.0) is None and len(recorder.calls) == 1
+    assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) is None and len(recorder.calls) == 1
 
 
 def test_ensure_stores_a_session_baseline_missing_from_the_study(
@@ -334,11 +334,11 @@ def test_ensure_stores_a_session_baseline_missing_from_the_study(
 ) -> None:
     fake_nvml.configure(fake_nvml.gpu("GPU-a"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    session = IdleBaselines()
+    session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=71.0), "measured")
     recorder = _recorder(monkeypatch, session)
     study = tmp_path / "new-study"
-    assert session.ensure(BaselineConfig(), study, tmp_path, 30.0) is None and recorder.calls == []
+    assert session.ensure(IdlePowerConfig(), study, tmp_path, 30.0) is None and recorder.calls == []
     assert _load(study).power_w == 71.0
 
 
@@ -391,7 +391,7 @@ def test_visible_nvml_unavailable(fake_nvml: FakeNvml, monkeypatch: pytest.Monke
 
 def test_session_caches_visible(three_gpus: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    session = IdleBaselines()
+    session = SessionIdlePower()
     assert session.visible() == ([THREE[1]], None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert session.visible() == ([THREE[1]], None)  # looked up once per session

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import MeasurementRefused
 from pytest_llem.runner.measure import _preflight
-from pytest_llem.study.schema import ExperimentConfig
 
 
 def config(policy: str = "warn") -> ExperimentConfig:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llem import run_study
-from pytest_llem.api import StudyFailedToRun
+from pytest_llem.errors import StudyFailedToRun
 from tests.plugin.conftest import STUB_STUDY, write_study
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_llem.naming import sanitise
 from pytest_llem.results import writer
 from pytest_llem.results.writer import (
     REDACTED,
@@ -22,7 +23,6 @@ from pytest_llem.results.writer import (
     write_json_atomic,
     write_text_atomic,
 )
-from pytest_llem.study.ids import sanitise
 
 HASH = "0123456789abcdef"
 

@@ -11,6 +11,8 @@ from collections import Counter
 
 import pytest
 
+from pytest_llem.config.experiment import ExperimentConfig
+from pytest_llem.naming import sanitise
 from pytest_llem.study import ids
 from pytest_llem.study.hashing import (
     canonical_json,
@@ -19,7 +21,6 @@ from pytest_llem.study.hashing import (
     study_design_hash,
 )
 from pytest_llem.study.ordering import ORDERS, run_order
-from pytest_llem.study.schema import ExperimentConfig
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 SAFE_ID = re.compile(r"^[\w.+-]+$")
@@ -59,8 +60,8 @@ def assert_safe(config_id: str) -> None:
     ],
 )
 def test_sanitise(text, expected):
-    assert ids.sanitise(text) == expected
-    assert_safe(ids.sanitise(text))
+    assert sanitise(text) == expected
+    assert_safe(sanitise(text))
 
 
 @pytest.mark.parametrize(

@@ -88,9 +88,8 @@ def test_bca_failure_falls_back_to_percentile() -> None:
     # One 1 among thirty zeros, two resamples: with this seed both resample means fall on the same
     # side of the sample mean, so BCa's bias correction is infinite and scipy returns NaN bounds.
     values = [0.0] * 30 + [1.0]
-    with pytest.warns(stats.DegenerateDataWarning):
-        with np.errstate(all="ignore"):
-            low, high = _scipy_ci(values, "BCa", 2, 11)
+    with pytest.warns(stats.DegenerateDataWarning), np.errstate(all="ignore"):
+        low, high = _scipy_ci(values, "BCa", 2, 11)
     assert math.isnan(low) and math.isnan(high)
     s = summarise(values, "m", n_resamples=2, seed=11)  # no warning escapes (filterwarnings=error)
     assert s.ci_method == "percentile"

@@ -1,17 +1,14 @@
 """The figures of a cell's record that limits and gates may name.
 
-Kept with the grammar so that a study naming an unknown figure in ``expect:`` is an error of the
-file, found when it is loaded, with a did-you-mean.
+Declared beside the configuration so that a study naming an unknown figure in ``expect:`` is an
+error of the file, found when it is loaded, with a did-you-mean; limits, the regression gate
+and stored baselines read the same table.
 """
 
 from __future__ import annotations
 
-from pytest_llem.study.loader import suggest
-
-
-class LimitSyntaxError(ValueError):
-    """A limit that cannot be understood; the message says what was expected."""
-
+from pytest_llem.errors import LimitSyntaxError
+from pytest_llem.naming import suggest
 
 #: Figures a limit may name, with their unit, for messages.
 LIMIT_METRICS: dict[str, str] = {

@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_llem import __version__
-from pytest_llem.baselines import IdleBaselines
+from pytest_llem.version import __version__
 from pytest_llem.errors import CellError
-from pytest_llem.results.loader import StudyResult
+from pytest_llem.execution.idle_power import SessionIdlePower
 from pytest_llem.results.manifest import Manifest
-from pytest_llem.results.record import build_result
-from pytest_llem.results.writer import cell_dir_name, contained, make_study_dir, write_json_atomic
+from pytest_llem.results.record import SCHEMA_VERSION, build_result
+from pytest_llem.results.writer import (
+    cell_dir_name,
+    contained,
+    make_study_dir,
+    write_json_atomic,
+)
 from pytest_llem.runner.parent import run_in_child
 from pytest_llem.study.study import Configuration, Study
 
@@ -68,7 +72,7 @@ class StudyRun:
         study_dir = make_study_dir(results_root, study.name, stamp, shared=shared)
         ex = study.execution
         header = {
-            "schema_version": "3.0",
+            "schema_version": SCHEMA_VERSION,
             "llenergymeasure_version": __version__,
             "study_name": study.name,
             "study_file": str(study.path),
@@ -125,7 +129,7 @@ class StudyRun:
         self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason, error=None)
 
     def run_cell(
-        self, cell: CellRef, baselines: IdleBaselines | None = None, results_root: Path | None = None,
+        self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
         gpu_uuid: str | None = None,
     ) -> CellOutcome:  # fmt: skip
         """Run one cell in its own process and write its record; raise CellError on failure."""
@@ -216,27 +220,3 @@ class StudyRun:
     def finish(self) -> None:
         """Record the study's wall time; statistics come from :func:`finalize_study`."""
         self.manifest.finish(time.monotonic() - self.started)
-
-
-@dataclass
-class FinalizedStudy:
-    """A study as it stands on disk at the end of a session, with its statistics."""
-
-    result: StudyResult
-    groups: list[Any]
-
-
-def finalize_study(study_dir: Path) -> FinalizedStudy:
-    """Statistics across cycles from what is on disk, written as summary.json and summary.csv.
-
-    Reads the study back (manifest and records) rather than trusting one process's memory, so
-    a study run by several pytest-xdist workers is summarised whole, by the controller.
-    """
-    from pytest_llem.results.loader import load_results
-    from pytest_llem.verdicts.statistics import summarise_groups, write_summary
-
-    result = load_results(study_dir)
-    groups = summarise_groups(result.experiments) if result.experiments else []
-    if groups:
-        write_summary(study_dir, groups)
-    return FinalizedStudy(result, groups)

@@ -10,59 +10,70 @@ so it is measured again before the next cell.
 
 from __future__ import annotations
 
+import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-from pytest_llem.energy.baseline import IdleBaseline, cache_file, drift, find_cached, store
-from pytest_llem.errors import CellError, MeterUnavailable
+from pytest_llem.config.experiment import IdlePowerConfig
+from pytest_llem.energy._nvml import visible_gpu_uuids
+from pytest_llem.energy.idle import IdlePower
+from pytest_llem.errors import CellError
+from pytest_llem.naming import sanitise
+from pytest_llem.results.writer import write_json_atomic
 from pytest_llem.runner.parent import run_in_child
-from pytest_llem.study.ids import sanitise
-from pytest_llem.study.schema import BaselineConfig
 
 _BASELINE_TIMEOUT_PAD_S = 300.0
 
 
-def visible_gpu_uuids() -> tuple[list[str], str | None]:
-    """UUIDs of the NVIDIA GPUs this session's cells can see, or a reason there are none.
+ARTEFACTS_DIR = "_study-artefacts"
 
-    ``CUDA_VISIBLE_DEVICES`` is honoured for UUIDs and indices (indices as NVML numbers them,
-    which matches CUDA's order when ``CUDA_DEVICE_ORDER=PCI_BUS_ID``).
-    """
-    from pytest_llem.energy import _nvml
 
+def cache_file(study_dir: Path, gpu_uuid: str) -> Path:
+    return study_dir / ARTEFACTS_DIR / f"baseline_cache_{sanitise(gpu_uuid)}.json"
+
+
+def store(study_dir: Path, baseline: IdlePower) -> Path:
+    path = cache_file(study_dir, baseline.gpu_uuid)
+    write_json_atomic(path, baseline.to_json())
+    return path
+
+
+def load_fresh(path: Path, ttl_s: float) -> IdlePower | None:
+    """The baseline cached at ``path`` if it is readable and younger than ``ttl_s``."""
     try:
-        nvml = _nvml.load()
-    except MeterUnavailable as exc:
-        return [], str(exc)
-    try:
-        uuids = [
-            _nvml.as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
-            for i in range(nvml.nvmlDeviceGetCount())
-        ]
-    except nvml.NVMLError as exc:
-        return [], f"NVML could not list the GPUs: {exc}"
-    finally:
-        _nvml.shutdown(nvml)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        chosen: list[str] = []
-        for entry in (e.strip() for e in visible.split(",") if e.strip()):
-            if entry.isdigit():
-                if int(entry) < len(uuids):
-                    chosen.append(uuids[int(entry)])
-            else:
-                chosen.extend(u for u in uuids if u.startswith(entry) and u not in chosen)
-        uuids = chosen
-    return uuids, None if uuids else "no NVIDIA GPU is visible"
+        baseline = IdlePower.from_json(json.loads(path.read_text(encoding="utf-8")))
+        fresh = baseline.age_s() <= ttl_s  # a non-numeric measured_at is a corrupt file too
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return baseline if fresh else None
 
 
-class IdleBaselines:
+def find_cached(results_root: Path, study_dir: Path, gpu_uuid: str, ttl_s: float) -> tuple[IdlePower, Path] | None:
+    """The freshest cached baseline of this GPU: this study's first, then earlier studies'."""
+    own = cache_file(study_dir, gpu_uuid)
+    candidates = [own] + sorted(
+        (p for p in results_root.glob(f"*/{ARTEFACTS_DIR}/{own.name}") if p != own),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for path in candidates:
+        baseline = load_fresh(path, ttl_s)
+        if baseline is not None:
+            return baseline, path
+    return None
+
+
+def drift(baseline: IdlePower, spot_w: float) -> float:
+    """Relative difference of a spot-check idle power from the baseline."""
+    return abs(spot_w - baseline.power_w) / baseline.power_w if baseline.power_w > 0 else 0.0
+
+
+class SessionIdlePower:
     """Baselines by GPU UUID, with where each came from."""
 
     def __init__(self, gpu_uuid: str | None = None) -> None:
-        self._known: dict[str, tuple[IdleBaseline, str]] = {}
+        self._known: dict[str, tuple[IdlePower, str]] = {}
         self._stale: set[str] = set()
         self._visible: tuple[list[str], str | None] | None = None
         self.gpu_uuid = gpu_uuid  # the one GPU of a pytest-xdist worker, if any
@@ -72,14 +83,14 @@ class IdleBaselines:
             self._visible = ([self.gpu_uuid], None) if self.gpu_uuid else visible_gpu_uuids()
         return self._visible
 
-    def get(self, uuid: str) -> tuple[IdleBaseline, str] | None:
+    def get(self, uuid: str) -> tuple[IdlePower, str] | None:
         return self._known.get(uuid)
 
-    def set(self, baseline: IdleBaseline, source: str) -> None:
+    def set(self, baseline: IdlePower, source: str) -> None:
         self._known[baseline.gpu_uuid] = (baseline, source)
         self._stale.discard(baseline.gpu_uuid)
 
-    def ensure(self, settings: BaselineConfig, study_dir: Path, results_root: Path, startup_timeout_s: float) -> str | None:
+    def ensure(self, settings: IdlePowerConfig, study_dir: Path, results_root: Path, startup_timeout_s: float) -> str | None:
         """Make sure every visible GPU has a fresh baseline; return why not, or None."""
         if not settings.enabled:
             return "measurement.baseline.enabled is false"
@@ -109,7 +120,7 @@ class IdleBaselines:
             return None
         return self._measure(settings, study_dir, startup_timeout_s)
 
-    def _measure(self, settings: BaselineConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
+    def _measure(self, settings: IdlePowerConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
         artefacts = study_dir / "_study-artefacts"
         # Named by GPU too: pytest-xdist workers measure their own GPUs at the same time.
         who = sanitise(self.gpu_uuid or "all-gpus")
@@ -125,7 +136,7 @@ class IdleBaselines:
             )
         except CellError as exc:
             return f"the idle baseline could not be measured: {exc}"
-        measured = [IdleBaseline.from_json(b) for b in report.measurement["baselines"]]
+        measured = [IdlePower.from_json(b) for b in report.measurement["baselines"]]
         for baseline in measured:
             self.set(baseline, "measured")
             store(study_dir, baseline)

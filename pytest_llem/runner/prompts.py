@@ -15,16 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pytest_llem.errors import LlemError
+from pytest_llem.errors import PromptSourceError
 
 BUILTIN_PROMPT_SETS = ("llem-prompts",)
 
 
-class PromptSourceError(LlemError, ValueError):
-    """A prompt source cannot be read; names the path (and line, field) to fix.
-
-    A ``ValueError`` too, since the problem is a bad value in the study file.
-    """
 
 
 def load_prompt_texts(
