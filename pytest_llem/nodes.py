@@ -48,6 +48,9 @@ class CellItem(pytest.Function):
     configuration: Configuration
     cycle: int
     position: int  # 1-based place in the study's full run order
+    #: The cell's figures once it ran (see report/cell.py), None before or if it did not run:
+    #: what ``report.llem``, JUnit properties and pytest-json-report's metadata carry.
+    llem_report: dict[str, Any] | None = None
 
     def setup_cell(self, study: Study, configuration: Configuration, cycle: int, position: int) -> None:
         self.study = study

@@ -14,9 +14,9 @@ import pytest_llem
 from pytest_llem.errors import LlemError, ResultsNotFound, ResultsUnreadable
 from pytest_llem import StudyResult, load_results
 from pytest_llem.results.manifest import MANIFEST_NAME, Manifest
-from pytest_llem.results.record import build_result
+from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.results.writer import write_json_atomic
-from tests.results.test_record import measurement
+from tests.results.test_record import build, measurement
 
 PROTOCOL = {
     "n_cycles": 3, "experiment_order": "interleave", "experiment_gap_seconds": 0, "cycle_gap_seconds": 0,
@@ -75,14 +75,12 @@ def make_study(
             manifest.update(eid, "skipped", skip_reason=entry["skip_reason"])
             continue
         cell = f"{entry['position']:03d}_c{entry['cycle']}_stub-ok-transformers_{entry['measurement_config_hash']}"
-        record = build_result(
+        record = build(
+            measurement(output_tokens=TOKENS[entry["config_id"]][entry["cycle"]]),
+            config=ExperimentConfig.model_validate(entry["config"]),
             experiment_id=eid,
             config_hash=entry["measurement_config_hash"],
-            config=entry["config"],
-            measurement=measurement(output_tokens=TOKENS[entry["config_id"]][entry["cycle"]]),
-            version="0.1.0",
-            identity={"study_name": name, "config_id": entry["config_id"], "cycle": entry["cycle"],
-                      "position": entry["position"]},
+            study_name=name, config_id=entry["config_id"], cycle=entry["cycle"], position=entry["position"],
         )  # fmt: skip
         write_json_atomic(study_dir / cell / "result.json", record)
         manifest.update(eid, "completed", result_path=f"{cell}/result.json", total_energy_j=record["total_energy_j"])

@@ -1,10 +1,6 @@
-"""Energy meters and GPU telemetry.
+"""Energy meters and GPU telemetry: the protocol, one module per meter, the sampler, idle power.
 
-Nothing here imports ``pynvml``, ``zeus`` or ``torch`` at import time: the plugin's entry point
-imports this package in every pytest run, GPU or not. The libraries load when a meter opens.
+Nothing here imports ``pynvml``, ``zeus`` or ``torch`` at import time, and this package's
+``__init__`` imports nothing at all: the plugin's entry point reaches ``energy._nvml`` to list
+GPUs in every run that names a study. The libraries load when a meter opens.
 """
-
-from pytest_llem.energy.protocol import EnergyMeter, EnergyReading
-from pytest_llem.energy.select import open_meter
-
-__all__ = ["EnergyMeter", "EnergyReading", "open_meter"]

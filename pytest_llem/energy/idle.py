@@ -14,35 +14,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
 
-
-@dataclass
-class IdlePower:
-    """Idle power of one GPU."""
-
-    gpu_uuid: str
-    power_w: float  # the value subtracted: counter energy / duration, else the mean of samples
-    mean_sampled_w: float
-    std_w: float
-    min_w: float
-    max_w: float
-    n_samples: int
-    duration_s: float
-    temperature_c: float | None
-    measured_at: float  # Unix time
-    method: str
-
-    def age_s(self, now: float | None = None) -> float:
-        return max(0.0, (time.time() if now is None else now) - self.measured_at)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> IdlePower:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+from pytest_llem.results.measurement import IdlePower
 
 
 def sample_idle(gpu_uuids: list[str], duration_s: float, interval_s: float, method: str) -> list[IdlePower]:

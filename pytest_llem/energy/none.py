@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from pytest_llem.energy.protocol import EnergyReading
+from pytest_llem.results.measurement import EnergyReading
 
 
 class NoMeter:

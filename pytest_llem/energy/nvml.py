@@ -13,9 +13,9 @@ from types import ModuleType
 from typing import Any
 
 from pytest_llem.energy import _nvml
-from pytest_llem.energy.protocol import EnergyReading
 from pytest_llem.energy.sampler import TelemetrySampler
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.results.measurement import EnergyReading
 
 #: How often the counter moves (seen on the H100 here: about every 100 ms).
 COUNTER_UPDATE_PERIOD_S = 0.1

@@ -13,8 +13,8 @@ import os
 from typing import Any
 
 from pytest_llem.energy.nvml import COUNTER_UPDATE_PERIOD_S
-from pytest_llem.energy.protocol import EnergyReading
 from pytest_llem.errors import MeterUnavailable
+from pytest_llem.results.measurement import EnergyReading
 
 INSTALL_HINT = 'pip install "pytest-llem[zeus]"'
 

@@ -15,10 +15,12 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pytest_llem.config.experiment import Precision
 from pytest_llem.engines.protocol import GpuRef
 from pytest_llem.errors import EngineUnavailable, LlemError
+from pytest_llem.naming import closest
 
-PRECISION_DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISION_DTYPES: dict[Precision, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def engine_gpus(count: int) -> list[GpuRef]:
@@ -91,7 +93,9 @@ def check_engine_args(
         if key in owned:
             problems.append(f"{key!r} is set by pytest-llem; use {owned[key]} instead")
         elif key not in accepted_names:
-            near = _closest(key, accepted_names)
+            # Stricter than the default cutoff: among the many argument names of an engine, a
+            # looser match would suggest unrelated ones.
+            near = closest(key, accepted_names, cutoff=0.75)
             hint = f" (did you mean {near!r}?)" if near else ""
             problems.append(f"{key!r} is not an argument of the installed {engine}{hint}")
     if problems:
@@ -104,13 +108,6 @@ def dataclass_field_names(cls: Any) -> set[str]:
     if dataclasses.is_dataclass(cls):
         return {f.name for f in dataclasses.fields(cls)}
     return set()
-
-
-def _closest(key: str, names: set[str]) -> str | None:
-    import difflib
-
-    matches = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.75)
-    return matches[0] if matches else None
 
 
 def require_gpu_device(engine: str, device: str) -> None:

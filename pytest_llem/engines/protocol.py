@@ -8,39 +8,53 @@ comparable across engines; engines only turn token ids into generated token ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pytest_llem.config.engines import ENGINE_SECTIONS, EngineSection
+from pytest_llem.config.experiment import DecodingConfig, Precision
 from pytest_llem.engines.latency import BatchLatencies
+from pytest_llem.errors import LlemError
 
 #: Set in a cell's process: the path of its ``child.log``, where the engine's own output (and its
 #: worker processes') lands. For choices an engine makes out of reach and only logs.
 CELL_LOG_VARIABLE = "LLEM_CELL_LOG"
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """Sampling settings, identical for every engine. ``temperature == 0`` means greedy."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    repetition_penalty: float = 1.0
-    seed: int = 0
+Section = TypeVar("Section", bound=EngineSection)
 
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """Everything an engine needs to load a model and generate."""
+    """Everything an engine needs to load a model and generate, as the study validated it."""
 
     model: str  # local directory or hub id, already resolved (embedded models materialised)
-    precision: str  # "fp32", "fp16" or "bf16"
-    settings: dict[str, Any]  # the engine's own section of the study, validated
-    decoding: Decoding
+    precision: Precision
+    settings: EngineSection  # the engine's own section of the study
+    decoding: DecodingConfig
     max_output_tokens: int
     ignore_eos: bool
     eos_token_ids: tuple[int, ...]
     pad_token_id: int | None
     device: str = "auto"  # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
+
+    def section(self, kind: type[Section]) -> Section:
+        """The settings as the engine's own section ``kind``.
+
+        A type check, not a validation: the section was validated when the study was read. A
+        request carrying another engine's section is a wiring fault upstream, refused by name
+        rather than run with settings meant for a different engine.
+        """
+        if not isinstance(self.settings, kind):
+            got = type(self.settings)
+            owner = _engine_of(got)
+            given = f"the {owner} section {got.__name__}" if owner else f"a {got.__name__}"
+            raise LlemError(f"the {_engine_of(kind)} engine was given {given}, not its own {kind.__name__}")
+        return self.settings
+
+
+def _engine_of(section: type[Any]) -> str | None:
+    """The engine whose section ``section`` is, by the schema's own table; None for any other type."""
+    return next((name for name, cls in ENGINE_SECTIONS.items() if cls is section), None)
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,16 @@ backend (``TrtLlmArgs``) takes ``quant_config``. Verified only against a fake ``
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import gc
 import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import tensorrt_llm
 from tensorrt_llm import llmapi
 
+from pytest_llem.config.engines import TensorrtConfig
 from pytest_llem.engines import common, protocol
 from pytest_llem.engines.common import PRECISION_DTYPES
 from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest
@@ -54,48 +52,6 @@ OWNED_ARGS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class TensorrtSettings:
-    """The ``tensorrt:`` section of a study (already validated by the schema)."""
-
-    max_batch_size: int | None = None
-    max_num_tokens: int | None = None
-    kv_cache_free_gpu_memory_fraction: float = 0.9
-    quantization: str | None = None
-    tensor_parallel_size: int = 1
-    engine_args: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_mapping(cls, settings: dict[str, Any]) -> TensorrtSettings:
-        """Check again: the engine must not run with a setting it silently ignored."""
-        unknown = sorted(set(settings) - set(_RULES))
-        if unknown:
-            known = ", ".join(_RULES)
-            raise LlemError(f"unknown tensorrt setting(s) {unknown}; known: {known}")
-        merged = {**dataclasses.asdict(cls()), **settings}
-        for key, (valid, wanted) in _RULES.items():
-            if not valid(merged[key]):
-                raise LlemError(f"tensorrt.{key} must be {wanted}, got {merged[key]!r}")
-        return cls(**merged)
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_batch_size": (lambda v: v is None or _positive(v), "a positive integer"),
-    "max_num_tokens": (lambda v: v is None or _positive(v), "a positive integer"),
-    "kv_cache_free_gpu_memory_fraction": (
-        lambda v: type(v) in (int, float) and 0 < v <= 1,
-        "a number in (0, 1]",
-    ),
-    "quantization": (lambda v: v is None or isinstance(v, str), "a QuantAlgo name"),
-    "tensor_parallel_size": (_positive, "a positive integer"),
-    "engine_args": (lambda v: isinstance(v, dict), "a mapping"),
-}
-
-
 class TensorrtEngine:
     """:class:`~pytest_llem.engines.protocol.Engine` over TensorRT-LLM's ``LLM.generate``."""
 
@@ -104,7 +60,7 @@ class TensorrtEngine:
     def __init__(self) -> None:
         self._llm: Any = None
         self._request: LoadRequest | None = None
-        self._settings = TensorrtSettings()
+        self._settings = TensorrtConfig()
         self._sampling: Any = None
         self._sampling_used: dict[str, Any] = {}
         self._gpus: list[GpuRef] = []
@@ -116,14 +72,10 @@ class TensorrtEngine:
         self.weights_source = "pretrained"
 
     def load(self, request: LoadRequest) -> None:
-        """Check every setting, then construct (and time) the ``LLM``, which builds the engine."""
+        """Check what the schema cannot know (the escape hatch and quantization against the
+        installed LLM, the GPUs), then construct (and time) the ``LLM``, which builds the engine."""
         common.require_gpu_device(self.name, request.device)
-        if request.precision not in PRECISION_DTYPES or request.max_output_tokens < 1:
-            raise LlemError(
-                f"need precision in {sorted(PRECISION_DTYPES)} and max_output_tokens >= 1,"
-                f" got {request.precision!r} and {request.max_output_tokens}"
-            )
-        settings = TensorrtSettings.from_mapping(dict(request.settings))
+        settings = request.section(TensorrtConfig)
         accepted = accepted_llm_arguments()
         engine_args = common.check_engine_args(
             self.name, settings.engine_args, accepted=accepted, owned=OWNED_ARGS

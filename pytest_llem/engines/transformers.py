@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +27,8 @@ import transformers
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from pytest_llem.config.engines import TransformersConfig
+from pytest_llem.config.experiment import Precision
 from pytest_llem.energy._nvml import nvml_uuid
 from pytest_llem.engines.latency import batch_latencies
 from pytest_llem.engines.protocol import (
@@ -39,48 +40,11 @@ from pytest_llem.engines.protocol import (
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import load_causal_lm
 
-_DTYPES: dict[str, torch.dtype] = {
+_DTYPES: dict[Precision, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-
-SETTINGS_DEFAULTS: dict[str, Any] = {
-    "batch_size": 1,
-    "attn_implementation": None,  # None: transformers' own choice (usually "sdpa")
-    "use_cache": True,
-    "torch_compile": False,
-}
-
-
-@dataclass(frozen=True)
-class TransformersSettings:
-    """The engine's section of a study, with defaults applied."""
-
-    batch_size: int = 1
-    attn_implementation: str | None = None
-    use_cache: bool = True
-    torch_compile: bool = False
-
-    @classmethod
-    def from_mapping(cls, settings: dict[str, Any]) -> TransformersSettings:
-        """Validate here too: the engine must not run with a setting it silently ignored."""
-        unknown = sorted(set(settings) - set(SETTINGS_DEFAULTS))
-        if unknown:
-            known = ", ".join(SETTINGS_DEFAULTS)
-            raise LlemError(f"unknown transformers setting(s) {unknown}; known: {known}")
-        merged = {**SETTINGS_DEFAULTS, **settings}
-        batch_size = merged["batch_size"]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise LlemError(f"transformers batch_size must be a positive integer, got {batch_size!r}")
-        attn = merged["attn_implementation"]
-        if attn is not None and not isinstance(attn, str):
-            raise LlemError(f"transformers attn_implementation must be a string, got {attn!r}")
-        for key in ("use_cache", "torch_compile"):
-            if not isinstance(merged[key], bool):
-                raise LlemError(f"transformers {key} must be true or false, got {merged[key]!r}")
-        return cls(batch_size, attn, merged["use_cache"], merged["torch_compile"])
-
 
 class TransformersEngine:
     """:class:`~pytest_llem.engines.protocol.Engine` over transformers' ``generate``."""
@@ -90,7 +54,7 @@ class TransformersEngine:
     def __init__(self) -> None:
         self._model: Any = None
         self._request: LoadRequest | None = None
-        self._settings = TransformersSettings()
+        self._settings = TransformersConfig()
         self._device = torch.device("cpu")
         self._pad_id = 0
         self.weights_source = "pretrained"
@@ -99,11 +63,7 @@ class TransformersEngine:
 
     def load(self, request: LoadRequest) -> None:
         """Load the model in the requested precision onto the chosen device, in eval mode."""
-        if request.precision not in _DTYPES:
-            raise LlemError(f"precision must be one of {sorted(_DTYPES)}, got {request.precision!r}")
-        if request.max_output_tokens < 1:
-            raise LlemError(f"max_output_tokens must be at least 1, got {request.max_output_tokens}")
-        settings = TransformersSettings.from_mapping(dict(request.settings))
+        settings = request.section(TransformersConfig)
         device = _pick_device(request.device)
         extra: dict[str, Any] = {}
         if settings.attn_implementation is not None:
@@ -292,7 +252,7 @@ class _StepTimer(BaseStreamer):  # type: ignore[misc, unused-ignore]  # Any wher
         self.ended = True
 
 
-def _generation_config(request: LoadRequest, settings: TransformersSettings, pad_id: int) -> Any:
+def _generation_config(request: LoadRequest, settings: TransformersConfig, pad_id: int) -> Any:
     """A complete config, so nothing falls back to the checkpoint's generation defaults.
 
     Greedy leaves temperature/top_p/top_k unset (transformers warns about sampling knobs that

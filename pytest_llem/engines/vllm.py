@@ -39,7 +39,6 @@ import itertools
 import os
 import re
 import time
-from dataclasses import dataclass, fields
 from typing import Any
 
 import vllm
@@ -47,6 +46,7 @@ from vllm import LLM, SamplingParams
 from vllm.engine.arg_utils import EngineArgs
 from vllm.sampling_params import RequestOutputKind
 
+from pytest_llem.config.engines import VllmConfig
 from pytest_llem.engines.common import (
     PRECISION_DTYPES,
     check_engine_args,
@@ -118,59 +118,25 @@ def _backend_name(value: Any) -> str | None:
     return str(getattr(value, "name", value)).rsplit(".", 1)[-1]
 
 
-@dataclass(frozen=True)
-class VllmSettings:
-    """The study's ``vllm:`` section as the engine uses it."""
-
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    enforce_eager: bool = False
-    enable_prefix_caching: bool = False
-    enable_chunked_prefill: bool | None = None
-    kv_cache_dtype: str = "auto"
-    quantization: str | None = None
-    block_size: int | None = None
-    tensor_parallel_size: int = 1
-    attention_backend: str | None = None
-    token_timing: bool = True
-    engine_args: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def from_mapping(cls, settings: dict[str, Any]) -> VllmSettings:
-        """Refuse a key this engine would not use: nothing set in a study is silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise LlemError(f"unknown vllm setting(s) {unknown}; known: {', '.join(sorted(known))}")
-        values = dict(settings)
-        engine_args = values.pop("engine_args", None) or {}
-        if not isinstance(engine_args, dict):
-            raise LlemError(f"vllm.engine_args must be a mapping, got {engine_args!r}")
-        tp = values.get("tensor_parallel_size", 1)
-        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-            raise LlemError(f"vllm.tensor_parallel_size must be a positive integer, got {tp!r}")
-        return cls(**values, engine_args=tuple(sorted(engine_args.items())))
-
-    def llm_kwargs(self) -> dict[str, Any]:
-        """The section's settings as ``vllm.LLM`` keywords; unset optional ones are left to vLLM."""
-        kwargs: dict[str, Any] = {
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager,
-            "enable_prefix_caching": self.enable_prefix_caching,
-            "kv_cache_dtype": self.kv_cache_dtype,
-        }
-        optional = {
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "max_num_seqs": self.max_num_seqs,
-            "max_num_batched_tokens": self.max_num_batched_tokens,
-            "enable_chunked_prefill": self.enable_chunked_prefill,
-            "quantization": self.quantization,
-            "block_size": self.block_size,
-            "attention_backend": self.attention_backend,
-        }
-        kwargs.update({key: value for key, value in optional.items() if value is not None})
-        return kwargs
+def llm_kwargs(settings: VllmConfig) -> dict[str, Any]:
+    """The section's settings as ``vllm.LLM`` keywords; unset optional ones are left to vLLM."""
+    kwargs: dict[str, Any] = {
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "enforce_eager": settings.enforce_eager,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "kv_cache_dtype": settings.kv_cache_dtype,
+    }
+    optional = {
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "max_num_seqs": settings.max_num_seqs,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "enable_chunked_prefill": settings.enable_chunked_prefill,
+        "quantization": settings.quantization,
+        "block_size": settings.block_size,
+        "attention_backend": settings.attention_backend,
+    }
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+    return kwargs
 
 
 def accepted_llm_args() -> set[str]:
@@ -204,7 +170,7 @@ class VllmEngine:
     def __init__(self) -> None:
         self._llm: Any = None
         self._request: LoadRequest | None = None
-        self._settings = VllmSettings()
+        self._settings = VllmConfig()
         self._sampling: Any = None
         self._gpus: list[GpuRef] = []
         self._kwargs: dict[str, Any] = {}
@@ -215,10 +181,11 @@ class VllmEngine:
     def load(self, request: LoadRequest) -> None:
         """Start vLLM on the cell's GPUs (compilation and CUDA graph capture happen here)."""
         require_gpu_device(self.name, request.device)
-        if request.precision not in PRECISION_DTYPES:
-            raise LlemError(f"precision must be one of {sorted(PRECISION_DTYPES)}, got {request.precision!r}")
-        settings = VllmSettings.from_mapping(dict(request.settings))
-        extra = check_engine_args(self.name, dict(settings.engine_args), accepted=accepted_llm_args(), owned=OWNED_ARGS)
+        settings = request.section(VllmConfig)
+        # In name order, so the record (passed_to_llm) and a refusal naming several keys do not
+        # depend on the order the study file wrote them in.
+        engine_args = dict(sorted(settings.engine_args.items()))
+        extra = check_engine_args(self.name, engine_args, accepted=accepted_llm_args(), owned=OWNED_ARGS)
         gpus = engine_gpus(settings.tensor_parallel_size)
         kwargs: dict[str, Any] = {
             "model": request.model,
@@ -226,7 +193,7 @@ class VllmEngine:
             "seed": request.decoding.seed,
             "skip_tokenizer_init": True,
             "generation_config": "vllm",
-            **settings.llm_kwargs(),
+            **llm_kwargs(settings),
         }
         if is_architecture_only(request.model):
             if extra.get("load_format", "dummy") != "dummy":

@@ -1,4 +1,4 @@
-"""The session's idle baselines, one per GPU, from the parent's side.
+"""The session's idle power (idle baselines), one per GPU, from the parent's side, and its cache.
 
 Held by the session-scoped ``llem_idle_baseline`` fixture. Before a GPU cell runs, every
 visible GPU needs a baseline younger than its time-to-live: one from this session, from a cache
@@ -6,21 +6,25 @@ file of this or an earlier study, or else a fresh one measured in a spawned chil
 with a CUDA context and nothing running, like a cell before its work). After the cell, its idle
 spot check is compared with the baseline; a drift beyond the threshold marks the baseline stale,
 so it is measured again before the next cell.
+
+Each measurement is cached per GPU (``baseline_cache_<uuid>.json`` in a study's
+``_study-artefacts``) with its time, and reused by later cells and later studies while younger
+than its time-to-live.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pytest_llem.config.experiment import IdlePowerConfig
 from pytest_llem.energy._nvml import visible_gpu_uuids
-from pytest_llem.energy.idle import IdlePower
 from pytest_llem.errors import CellError
 from pytest_llem.naming import sanitise
+from pytest_llem.results.measurement import CellIdlePower, IdlePower
 from pytest_llem.results.writer import write_json_atomic
+from pytest_llem.runner.envelope import IdleMeasurement, IdleTask
 from pytest_llem.runner.parent import run_in_child
 
 _BASELINE_TIMEOUT_PAD_S = 300.0
@@ -35,14 +39,14 @@ def cache_file(study_dir: Path, gpu_uuid: str) -> Path:
 
 def store(study_dir: Path, baseline: IdlePower) -> Path:
     path = cache_file(study_dir, baseline.gpu_uuid)
-    write_json_atomic(path, baseline.to_json())
+    write_json_atomic(path, baseline.model_dump())
     return path
 
 
 def load_fresh(path: Path, ttl_s: float) -> IdlePower | None:
     """The baseline cached at ``path`` if it is readable and younger than ``ttl_s``."""
     try:
-        baseline = IdlePower.from_json(json.loads(path.read_text(encoding="utf-8")))
+        baseline = IdlePower.model_validate_json(path.read_text(encoding="utf-8"))
         fresh = baseline.age_s() <= ttl_s  # a non-numeric measured_at is a corrupt file too
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -121,46 +125,46 @@ class SessionIdlePower:
         return self._measure(settings, study_dir, startup_timeout_s)
 
     def _measure(self, settings: IdlePowerConfig, study_dir: Path, startup_timeout_s: float) -> str | None:
-        artefacts = study_dir / "_study-artefacts"
+        artefacts = study_dir / ARTEFACTS_DIR
         # Named by GPU too: pytest-xdist workers measure their own GPUs at the same time.
         who = sanitise(self.gpu_uuid or "all-gpus")
         run_dir = artefacts / f"baseline_run_{who}_{len(list(artefacts.glob(f'baseline_run_{who}_*'))) + 1}"
-        spec = {"task": "baseline", "duration_s": settings.duration_seconds, "interval_s": 0.1}
+        task = IdleTask(duration_s=settings.duration_seconds, interval_s=0.1)
         try:
             report = run_in_child(
-                spec,
+                task,
                 run_dir,
+                IdleMeasurement,
                 timeout_s=settings.duration_seconds + _BASELINE_TIMEOUT_PAD_S,
                 startup_timeout_s=startup_timeout_s,
                 gpu_uuid=self.gpu_uuid,
             )
         except CellError as exc:
             return f"the idle baseline could not be measured: {exc}"
-        measured = [IdlePower.from_json(b) for b in report.measurement["baselines"]]
+        measured = report.measurement.idle_power
         for baseline in measured:
             self.set(baseline, "measured")
             store(study_dir, baseline)
-        return None if measured else f"the idle baseline found no GPU ({report.measurement.get('method')})"
+        return None if measured else f"the idle baseline found no GPU ({report.measurement.method})"
 
     def reference_w(self) -> dict[str, float]:
         return {uuid: b.power_w for uuid, (b, _) in self._known.items()}
 
-    def for_cell(self, gpu_uuids: list[str], reason: str | None) -> dict[str, Any]:
-        """Baseline fields of a cell's record: the sum over the GPUs it used."""
+    def for_cell(self, gpu_uuids: list[str], reason: str | None) -> CellIdlePower:
+        """The idle baseline of the GPUs a cell used: the sum over them, or why there is none."""
         found = [self._known.get(u) for u in gpu_uuids]
         if not gpu_uuids or any(f is None for f in found):
             why = reason or ("the cell ran on no GPU" if not gpu_uuids else "no baseline for a GPU this cell used")
-            return {"baseline_power_w": None, "baseline_unavailable_reason": why}
+            return CellIdlePower(baseline_unavailable_reason=why)
         pairs = [f for f in found if f is not None]
-        return {
-            "baseline_power_w": sum(b.power_w for b, _ in pairs),
-            "baseline_per_device_w": [b.power_w for b, _ in pairs],
-            "baseline_std_w": math.sqrt(sum(b.std_w**2 for b, _ in pairs)),
-            "baseline_age_s": max(b.age_s() for b, _ in pairs),
-            "baseline_method": "; ".join(sorted({b.method for b, _ in pairs})),
-            "baseline_source": "; ".join(sorted({s for _, s in pairs})),
-            "baseline_unavailable_reason": None,
-        }
+        return CellIdlePower(
+            baseline_power_w=sum(b.power_w for b, _ in pairs),
+            baseline_per_device_w=[b.power_w for b, _ in pairs],
+            baseline_std_w=math.sqrt(sum(b.std_w**2 for b, _ in pairs)),
+            baseline_age_s=max(b.age_s() for b, _ in pairs),
+            baseline_method="; ".join(sorted({b.method for b, _ in pairs})),
+            baseline_source="; ".join(sorted({s for _, s in pairs})),
+        )
 
     def check_drift(self, spot: dict[str, dict[str, Any]], threshold: float) -> list[str]:
         """Compare a cell's idle spot check with the baselines; stale ones are measured again."""

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_llem.version import __version__
+from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import CellError
 from pytest_llem.execution.idle_power import SessionIdlePower
 from pytest_llem.results.manifest import Manifest
+from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
 from pytest_llem.results.record import SCHEMA_VERSION, build_result
 from pytest_llem.results.writer import (
     cell_dir_name,
@@ -23,8 +24,10 @@ from pytest_llem.results.writer import (
     make_study_dir,
     write_json_atomic,
 )
-from pytest_llem.runner.parent import run_in_child
+from pytest_llem.runner.envelope import CellTask
+from pytest_llem.runner.parent import ChildReport, run_in_child
 from pytest_llem.study.study import Configuration, Study
+from pytest_llem.version import __version__
 
 RESULT_NAME = "result.json"
 EFFECTIVE_CONFIG_NAME = "effective_config.json"
@@ -132,90 +135,127 @@ class StudyRun:
         self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
         gpu_uuid: str | None = None,
     ) -> CellOutcome:  # fmt: skip
-        """Run one cell in its own process and write its record; raise CellError on failure."""
+        """Run one cell in its own process and write its record; raise CellError on failure.
+
+        The phases: pause (the study's gaps), make sure the idle baseline is fresh, run the
+        child, then turn its measurement into the record and the files beside it.
+        """
         config = cell.configuration.config
-        assert config is not None and cell.configuration.config_hash is not None
-        experiment_id = cell.experiment_id(self.study)
+        assert config is not None
         self._pause_before(cell)
-        baseline_reason: str | None = "no idle baseline fixture in use"
-        if baselines is not None and config.measurement.device != "cpu":
-            baseline_reason = baselines.ensure(
-                config.measurement.baseline,
-                self.study_dir,
-                results_root or self.study_dir.parent,
-                self.study.execution.startup_timeout_seconds,
-            )
+        idle_reason = self._prepare_idle_power(config, baselines, results_root)
         cell_dir = self.cell_dir(cell)
-        relative = cell_dir.relative_to(self.study_dir).as_posix()
-        self.manifest.update(experiment_id, "running", cell_dir=relative)
+        self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir))
+        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid)
+        idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
+        record = self._write_record(cell, config, cell_dir, report, idle)
+        return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
+
+    def _relative(self, cell_dir: Path) -> str:
+        return cell_dir.relative_to(self.study_dir).as_posix()
+
+    def _prepare_idle_power(
+        self, config: ExperimentConfig, baselines: SessionIdlePower | None, results_root: Path | None
+    ) -> str | None:
+        """A fresh idle baseline for every visible GPU before a GPU cell; why there is none, else None."""
+        if baselines is None:
+            return "no idle baseline fixture in use"
+        if config.measurement.device == "cpu":
+            return None
+        return baselines.ensure(
+            config.measurement.baseline,
+            self.study_dir,
+            results_root or self.study_dir.parent,
+            self.study.execution.startup_timeout_seconds,
+        )
+
+    def _measure(
+        self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, baselines: SessionIdlePower | None,
+        gpu_uuid: str | None,
+    ) -> ChildReport[CellMeasurement]:  # fmt: skip
+        """The cell's child, from spawn to measurement; a failure is recorded and re-raised."""
         ex = self.study.execution
-        spec = {
-            "config": config.model_dump(mode="json"),
-            "base_dir": str(self.study.path.parent.resolve()),
-            "cell_dir": str(cell_dir),
-            "idle_reference_w": baselines.reference_w() if baselines is not None else {},
-        }
+        task = CellTask(
+            config=config,
+            base_dir=str(self.study.path.parent.resolve()),
+            cell_dir=str(cell_dir),
+            idle_reference_w=baselines.reference_w() if baselines is not None else {},
+        )
         try:
-            report = run_in_child(
-                spec,
+            return run_in_child(
+                task,
                 cell_dir,
+                CellMeasurement,
                 timeout_s=self.timeout_override or ex.experiment_timeout_seconds,
                 startup_timeout_s=ex.startup_timeout_seconds,
                 gpu_uuid=gpu_uuid,
             )
         except CellError as exc:
-            self.manifest.update(experiment_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
             raise
+
+    @staticmethod
+    def _idle_power_of(
+        measurement: CellMeasurement, config: ExperimentConfig, baselines: SessionIdlePower | None, reason: str | None
+    ) -> CellIdlePower:
+        """The idle baseline of the cell's GPUs; its spot check may mark a baseline stale for the next cell."""
+        if baselines is None:
+            return CellIdlePower(baseline_unavailable_reason=reason)
+        idle = baselines.for_cell([g.uuid for g in measurement.gpus], reason)
+        measurement.warnings.extend(
+            baselines.check_drift(measurement.idle_spot_check or {}, config.measurement.baseline.drift_threshold)
+        )
+        return idle
+
+    def _write_record(
+        self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
+        idle: CellIdlePower,
+    ) -> dict[str, Any]:  # fmt: skip
+        """result.json and effective_config.json, then the manifest says the cell completed."""
+        config_hash = cell.configuration.config_hash
+        assert config_hash is not None
         measurement = report.measurement
-        used = [g["uuid"] for g in measurement["gpus"]]
-        if baselines is not None:
-            measurement.update(baselines.for_cell(used, baseline_reason))
-            measurement["warnings"].extend(
-                baselines.check_drift(measurement.get("idle_spot_check") or {}, config.measurement.baseline.drift_threshold)
-            )
-        else:
-            measurement.update({"baseline_power_w": None, "baseline_unavailable_reason": baseline_reason})
-        identity = {
-            "study_name": self.study.name,
-            "study_design_hash": self.study.design_hash,
-            "config_id": cell.configuration.config_id,
-            "cycle": cell.cycle,
-            "position": cell.position,
-            "nodeid": cell.nodeid,
-            "cell_wall_time_s": report.wall_time_s,
-        }
-        config_json = config.model_dump(mode="json")
+        identity = CellIdentity(
+            study_name=self.study.name,
+            study_design_hash=self.study.design_hash,
+            config_id=cell.configuration.config_id,
+            cycle=cell.cycle,
+            position=cell.position,
+            nodeid=cell.nodeid,
+            cell_wall_time_s=report.wall_time_s,
+        )
         record = build_result(
-            experiment_id=experiment_id,
-            config_hash=cell.configuration.config_hash,
-            config=config_json,
+            experiment_id=cell.experiment_id(self.study),
+            config_hash=config_hash,
+            config=config,
             measurement=measurement,
-            version=__version__,
+            idle=idle,
             identity=identity,
+            version=__version__,
         )
         write_json_atomic(
             cell_dir / EFFECTIVE_CONFIG_NAME,
             {
-                "measurement_config_hash": cell.configuration.config_hash,
-                "experiment": config_json,
+                "measurement_config_hash": config_hash,
+                "experiment": record["config"],
                 "engine": {
-                    "name": report.measurement["engine"],
-                    "version": report.measurement["engine_version"],
-                    "effective_settings": report.measurement["effective_settings"],
+                    "name": measurement.engine,
+                    "version": measurement.engine_version,
+                    "effective_settings": measurement.effective_settings,
                 },
-                "software_versions": report.measurement["versions"],
+                "software_versions": measurement.versions,
             },
         )
         write_json_atomic(cell_dir / RESULT_NAME, record)
         self.manifest.update(
-            experiment_id,
+            cell.experiment_id(self.study),
             "completed",
-            result_path=f"{relative}/{RESULT_NAME}",
+            result_path=f"{self._relative(cell_dir)}/{RESULT_NAME}",
             total_energy_j=record["total_energy_j"],
             mj_per_tok_total=record["mj_per_tok_total"],
             avg_tokens_per_second=record["avg_tokens_per_second"],
         )
-        return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
+        return record
 
     def finish(self) -> None:
         """Record the study's wall time; statistics come from :func:`finalize_study`."""

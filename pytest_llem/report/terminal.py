@@ -1,4 +1,4 @@
-"""The table printed after a run: one row per cell, and where the results are."""
+"""What the session prints after a run: per study a table of its cells, statistics and where the results are."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_llem.results.loader import StudyResult
+    from pytest_llem.verdicts.finalize import FinalizedStudy
 
 COLUMNS = ("cell", "status", "tokens", "time s", "tok/s", "energy J", "mJ/tok")
 
@@ -14,6 +15,17 @@ def _fmt(value: Any, spec: str) -> str:
     if value is None:
         return "-"
     return format(value, spec)
+
+
+def summary_sections(studies: list[FinalizedStudy], gate_lines: list[str]) -> list[tuple[str, list[str]]]:
+    """``(title, lines)`` of each section the session adds to pytest's terminal summary.
+
+    One per study (its table), then the regression gate's lines if it ran.
+    """
+    sections = [(f"llem: {study.result.study_name}", render_study_table(study.result, study.groups)) for study in studies]
+    if gate_lines:
+        sections.append(("llem: comparison with stored baselines", list(gate_lines)))
+    return sections
 
 
 def render_study_table(result: StudyResult, groups: list[Any]) -> list[str]:

@@ -1,6 +1,7 @@
 """The scientific record of one cell: ``result.json``, schema 3.0.
 
-Built from the resolved experiment and the child's plain measurement; every field of the
+Built from the resolved experiment, the child's typed measurement and the idle baseline of the
+GPUs it used; every field of the
 public contract (``shared/spec/results-schema.md``) is present, null where a figure cannot
 exist (no energy source, no baseline yet). Per-token figures name their denominator: the
 headline is per *output* token.
@@ -11,6 +12,9 @@ from __future__ import annotations
 import math
 import statistics
 from typing import Any
+
+from pytest_llem.config.experiment import ExperimentConfig
+from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
 
 SCHEMA_VERSION = "3.0"
 
@@ -58,54 +62,63 @@ def _latency_summary(values: list[float]) -> dict[str, float] | None:
     }
 
 
-def _zeus_total(details: dict[str, Any] | None, key: str) -> float | None:
+def _zeus_total(details: dict[str, Any], key: str) -> float | None:
     """CPU or DRAM energy (RAPL, through Zeus), summed over packages; reported apart from GPU energy."""
-    values = (details or {}).get(key)
+    values = details.get(key)
     return float(sum(values.values())) if isinstance(values, dict) and values else None
+
+
+def _warnings(m: CellMeasurement, idle: CellIdlePower, adjusted_clamped: bool) -> list[str]:
+    """The child's warnings, then what the record itself can say about missing figures."""
+    warnings = list(m.warnings)
+    baseline_w = idle.baseline_power_w
+    if m.energy.unavailable_reason:
+        warnings.append(f"no energy figures: {m.energy.unavailable_reason}")
+    elif adjusted_clamped and baseline_w is not None and m.energy.total_j is not None:
+        warnings.append(
+            f"idle baseline {baseline_w:.1f} W is above the window's mean power {m.energy.total_j / m.window_s:.1f} W:"
+            " adjusted energy was clamped to zero; re-measure the baseline"
+        )
+    elif baseline_w is None and idle.baseline_unavailable_reason:
+        warnings.append(f"no baseline-adjusted figures: {idle.baseline_unavailable_reason}")
+    return warnings
 
 
 def build_result(
     *,
     experiment_id: str,
     config_hash: str,
-    config: dict[str, Any],
-    measurement: dict[str, Any],
+    config: ExperimentConfig,
+    measurement: CellMeasurement,
+    idle: CellIdlePower,
+    identity: CellIdentity,
     version: str,
-    identity: dict[str, Any],
 ) -> dict[str, Any]:
-    """The result.json record of a completed cell."""
-    energy = measurement["energy"]
-    tokens = int(measurement["output_tokens"])
-    input_tokens = int(measurement["input_tokens"])
-    window = float(measurement["window_s"])
-    total_j = energy["total_j"]
-    baseline_w = measurement.get("baseline_power_w")
-    adjusted_j = max(0.0, total_j - baseline_w * window) if total_j is not None and baseline_w is not None else None
-    params = int(measurement.get("parameter_count") or 0)
-    flops_prefill = 2.0 * params * input_tokens
-    flops_decode = 2.0 * params * tokens
+    """The result.json record of a completed cell: the contract's fields first, in its order."""
+    m = measurement
+    energy = m.energy
+    tokens, input_tokens, window = m.output_tokens, m.input_tokens, m.window_s
+    total_j = energy.total_j
+    baseline_w = idle.baseline_power_w
+    adjusted_j: float | None = None
+    clamped = False
+    if total_j is not None and baseline_w is not None:
+        adjusted_j = max(0.0, total_j - baseline_w * window)
+        clamped = bool(window) and baseline_w * window > total_j
+    flops_prefill = 2.0 * m.parameter_count * input_tokens
+    flops_decode = 2.0 * m.parameter_count * tokens
     total_flops = flops_prefill + flops_decode
     per_token_j = _ratio(total_j, tokens)
-    warnings = list(measurement.get("warnings", []))
-    if energy["unavailable_reason"]:
-        warnings.append(f"no energy figures: {energy['unavailable_reason']}")
-    elif total_j is not None and baseline_w is not None and window and baseline_w * window > total_j:
-        warnings.append(
-            f"idle baseline {baseline_w:.1f} W is above the window's mean power {total_j / window:.1f} W:"
-            " adjusted energy was clamped to zero; re-measure the baseline"
-        )
-    elif baseline_w is None and measurement.get("baseline_unavailable_reason"):
-        warnings.append(f"no baseline-adjusted figures: {measurement['baseline_unavailable_reason']}")
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "experiment_id": experiment_id,
         "measurement_config_hash": config_hash,
         "llenergymeasure_version": version,
-        "engine": measurement["engine"],
-        "engine_version": measurement["engine_version"],
-        "model_name": config["model"],
+        "engine": m.engine,
+        "engine_version": m.engine_version,
+        "model_name": config.model,
         "measurement_methodology": "windowed",
-        "warmup_excluded_samples": int(measurement["warmup"]["batches"]),
+        "warmup_excluded_samples": m.warmup.batches,
         "reproducibility_notes": REPRODUCIBILITY_NOTES,
         "total_tokens": tokens,
         "total_energy_j": total_j,
@@ -120,47 +133,46 @@ def build_result(
         "flops_per_second": _ratio(total_flops, window),
         "baseline_power_w": baseline_w,
         "energy_adjusted_j": adjusted_j,
-        "energy_per_device_j": energy["per_device_j"],
-        "timeseries": measurement.get("timeseries"),
+        "energy_per_device_j": energy.per_device_j,
+        "timeseries": m.timeseries,
         # Beyond the contract (optional fields, null when unknown).
-        **identity,
-        "energy_meter": energy["meter"],
-        "energy_unavailable_reason": energy["unavailable_reason"],
-        "energy_error_bound_j": energy.get("error_bound_j"),
+        **identity.model_dump(),
+        "energy_meter": energy.meter,
+        "energy_unavailable_reason": energy.unavailable_reason,
+        "energy_error_bound_j": energy.error_bound_j,
         "energy_per_input_and_output_token_j": _ratio(total_j, tokens + input_tokens),
         "total_input_tokens": input_tokens,
-        "total_requests": measurement["requests"],
-        "passes": measurement["passes"],
+        "total_requests": m.requests,
+        "passes": m.passes,
         "flops_prefill": flops_prefill,
         "flops_decode": flops_decode,
-        "parameter_count": params,
-        "device": measurement["device"],
-        "gpus": measurement["gpus"],
-        "gpu_state_start": measurement["gpu_state_start"],
-        "gpu_state_end": measurement["gpu_state_end"],
-        "load_time_s": measurement["load_time_s"],
-        "warmup": measurement["warmup"],
-        "batch_latency_s": _latency_summary(measurement["batch_latencies_s"]),
-        "ttft_s": _latency_summary(measurement.get("ttft_s", [])),
-        "itl_s": _latency_summary(measurement.get("itl_s", [])),
-        "request_latency_s": _latency_summary(measurement.get("request_latency_s", [])),
-        "baseline_per_device_w": measurement.get("baseline_per_device_w"),
-        "baseline_std_w": measurement.get("baseline_std_w"),
-        "baseline_age_s": measurement.get("baseline_age_s"),
-        "baseline_method": measurement.get("baseline_method"),
-        "baseline_source": measurement.get("baseline_source"),
-        "baseline_unavailable_reason": measurement.get("baseline_unavailable_reason"),
-        "idle_spot_check": measurement.get("idle_spot_check"),
-        "window_t_start_s": measurement.get("window_t_start_s"),
-        "telemetry": measurement.get("telemetry"),
-        "energy_details": energy.get("details"),
-        "cpu_energy_j": _zeus_total(energy.get("details"), "cpu_energy_j"),
-        "dram_energy_j": _zeus_total(energy.get("details"), "dram_energy_j"),
-        "peak_memory_bytes": measurement["peak_memory_bytes"],
-        "resident_memory_mib": measurement.get("resident_memory_mib"),
-        "software_versions": measurement["versions"],
-        "effective_settings": measurement["effective_settings"],
-        "warnings": warnings,
-        "config": config,
+        "parameter_count": m.parameter_count,
+        "model_path": m.model_path,
+        "prompts_per_pass": m.prompts_per_pass,
+        "input_tokens_per_pass": m.input_tokens_per_pass,
+        "batches_per_pass": m.batches_per_pass,
+        "device": m.device,
+        "gpus": [g.model_dump() for g in m.gpus],
+        "gpu_state_start": m.gpu_state_start,
+        "gpu_state_end": m.gpu_state_end,
+        "load_time_s": m.load_time_s,
+        "warmup": m.warmup.model_dump(mode="json"),
+        "batch_latency_s": _latency_summary(m.batch_latencies_s),
+        "ttft_s": _latency_summary(m.ttft_s),
+        "itl_s": _latency_summary(m.itl_s),
+        "request_latency_s": _latency_summary(m.request_latency_s),
+        **idle.model_dump(exclude={"baseline_power_w"}),
+        "idle_spot_check": m.idle_spot_check,
+        "window_t_start_s": m.window_t_start_s,
+        "telemetry": m.telemetry.model_dump(mode="json"),
+        "energy_details": {k: v for k, v in energy.details.items() if k != "warnings"},  # warnings are above
+        "cpu_energy_j": _zeus_total(energy.details, "cpu_energy_j"),
+        "dram_energy_j": _zeus_total(energy.details, "dram_energy_j"),
+        "peak_memory_bytes": m.peak_memory_bytes,
+        "resident_memory_mib": m.resident_memory_mib,
+        "software_versions": m.versions,
+        "effective_settings": m.effective_settings,
+        "warnings": _warnings(m, idle, clamped),
+        "config": config.model_dump(mode="json"),
     }
     return record

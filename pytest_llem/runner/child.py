@@ -1,20 +1,21 @@
 """The spawned child's entry point: ``python -m pytest_llem.runner.child --fd N``.
 
-It reads the cell's spec as JSON on stdin and reports over the pipe ``N`` as JSON lines:
-``alive`` as soon as the interpreter runs, ``ready`` once the engine's imports are done,
-``phase`` as the cell moves on, then exactly one ``result`` or ``error``. Everything the
-engine prints goes to stdout/stderr, which the parent sends to the cell's log file.
+It reads one task (:data:`~pytest_llem.runner.envelope.ChildTask`) as JSON on stdin and
+reports over the pipe ``N`` as JSON lines (:data:`~pytest_llem.runner.envelope.ChildEvent`).
+Everything the engine prints goes to stdout/stderr, which the parent sends to the cell's log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # pydantic loads after "alive" is sent: the parent hears from the child at once
+    from pydantic import BaseModel
 
 
 class Channel:
@@ -23,13 +24,41 @@ class Channel:
     def __init__(self, fd: int) -> None:
         self._out: IO[str] = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
-    def send(self, event: str, **payload: Any) -> None:
-        self._out.write(json.dumps({"event": event, **payload}, default=str) + "\n")
+    def send(self, event: BaseModel) -> None:
+        self._out.write(event.model_dump_json() + "\n")
         self._out.flush()
 
     def phase(self, name: str) -> None:
+        from pytest_llem.runner.envelope import PhaseEvent
+
         print(f"[pytest-llem] phase: {name}", flush=True)
-        self.send("phase", phase=name)
+        self.send(PhaseEvent(phase=name))
+
+
+def _run(task_json: str, channel: Channel) -> BaseModel:
+    """Carry out the task and return its measurement; engines are imported only here."""
+    from pytest_llem.runner.envelope import TASKS, CellTask, ReadyEvent
+
+    task = TASKS.validate_json(task_json)
+    if not isinstance(task, CellTask):
+        from pytest_llem.runner.idle import measure_idle
+
+        channel.send(ReadyEvent())
+        channel.phase("idle")
+        return measure_idle(task.duration_s, task.interval_s)
+    from pytest_llem.engines.registry import create_engine
+    from pytest_llem.runner.measure import measure_cell
+
+    engine = create_engine(task.config.engine)  # imports the engine's libraries (torch, ...)
+    channel.send(ReadyEvent())
+    return measure_cell(
+        task.config,
+        engine=engine,
+        base_dir=Path(task.base_dir),
+        cell_dir=Path(task.cell_dir),
+        phase=channel.phase,
+        idle_reference_w=task.idle_reference_w,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,36 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args(argv)
     channel = Channel(args.fd)
-    channel.send("alive", pid=os.getpid())
+    from pytest_llem.runner.envelope import AliveEvent, ErrorEvent, ResultEvent
+
+    channel.send(AliveEvent(pid=os.getpid()))
     try:
-        spec = json.loads(sys.stdin.read())
-        from pytest_llem.config.experiment import ExperimentConfig
-        from pytest_llem.engines.registry import create_engine
-        from pytest_llem.runner.measure import measure_cell
-
-        if spec.get("task") == "baseline":
-            from pytest_llem.runner.idle import measure_idle
-
-            channel.send("ready")
-            channel.phase("idle")
-            channel.send("result", measurement=measure_idle(spec["duration_s"], spec["interval_s"]))
-            return 0
-        config = ExperimentConfig.model_validate(spec["config"])
-        engine = create_engine(config.engine)  # imports the engine's libraries (torch, ...)
-        channel.send("ready")
-        measurement = measure_cell(
-            config,
-            engine=engine,
-            base_dir=Path(spec["base_dir"]),
-            cell_dir=Path(spec["cell_dir"]),
-            phase=channel.phase,
-            idle_reference_w=spec.get("idle_reference_w") or {},
-        )
-        channel.send("result", measurement=measurement)
+        measurement = _run(sys.stdin.read(), channel)
+        channel.send(ResultEvent(measurement=measurement.model_dump(mode="json")))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a report
         traceback.print_exc()
-        channel.send("error", type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+        channel.send(ErrorEvent(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc()))
         return 1
 
 

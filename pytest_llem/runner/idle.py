@@ -1,4 +1,4 @@
-"""The baseline task of a spawned child: idle power of every visible GPU.
+"""The idle task of a spawned child: idle power of every visible GPU.
 
 Runs in its own process, like a cell, so that idle power is measured in the state cells run
 in: a fresh process holding a CUDA context on each GPU, with nothing executing.
@@ -6,9 +6,8 @@ in: a fresh process holding a CUDA context on each GPU, with nothing executing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_llem.energy.idle import sample_idle
+from pytest_llem.runner.envelope import IdleMeasurement
 
 
 def visible_gpus() -> tuple[list[str], str]:
@@ -32,7 +31,7 @@ def visible_gpus() -> tuple[list[str], str]:
     return uuids, "idle power sampled without a CUDA context (torch sees no CUDA device)"
 
 
-def measure_idle(duration_s: float, interval_s: float) -> dict[str, Any]:
+def measure_idle(duration_s: float, interval_s: float) -> IdleMeasurement:
     uuids, method = visible_gpus()
-    baselines = sample_idle(uuids, duration_s, interval_s, method) if uuids else []
-    return {"baselines": [b.to_json() for b in baselines], "gpu_uuids": uuids, "method": method}
+    idle_power = sample_idle(uuids, duration_s, interval_s, method) if uuids else []
+    return IdleMeasurement(idle_power=idle_power, gpu_uuids=uuids, method=method)

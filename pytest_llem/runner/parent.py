@@ -13,7 +13,6 @@ child that dies or stalls while starting fail in seconds instead of at the cell'
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -22,7 +21,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
 from pytest_llem.errors import (
@@ -32,16 +33,28 @@ from pytest_llem.errors import (
     CellStartupFailed,
     CellTimeout,
 )
+from pytest_llem.runner.envelope import (
+    EVENTS,
+    AnyEvent,
+    CellTask,
+    ErrorEvent,
+    IdleTask,
+    PhaseEvent,
+    ReadyEvent,
+    ResultEvent,
+)
 
 LOG_NAME = "child.log"
 KILL_GRACE_SECONDS = 5.0
 
+MeasurementT = TypeVar("MeasurementT", bound=BaseModel)
+
 
 @dataclass
-class ChildReport:
-    """What the parent learnt from a child that finished its cell."""
+class ChildReport(Generic[MeasurementT]):
+    """What the parent learnt from a child that finished its task."""
 
-    measurement: dict[str, Any]
+    measurement: MeasurementT
     wall_time_s: float
     phases: list[str] = field(default_factory=list)
 
@@ -112,7 +125,7 @@ class _Channel:
         self._selector.register(fd, selectors.EVENT_READ)
         self.closed = False
 
-    def read(self, timeout: float) -> list[dict[str, Any]]:
+    def read(self, timeout: float) -> list[AnyEvent]:
         if self.closed:
             time.sleep(min(timeout, 0.05))
             return []
@@ -125,7 +138,7 @@ class _Channel:
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
             if line.strip():
-                events.append(json.loads(line))
+                events.append(EVENTS.validate_json(line))
         return events
 
     def close(self) -> None:
@@ -133,23 +146,40 @@ class _Channel:
         os.close(self._fd)
 
 
-def run_in_child(
-    spec: dict[str, Any],
-    cell_dir: Path,
-    *,
-    timeout_s: float,
-    startup_timeout_s: float,
-    gpu_uuid: str | None = None,
-) -> ChildReport:
-    """Run one cell in a spawned child; return its measurement or raise a :class:`CellError`.
+@dataclass
+class _Progress:
+    """What the child has said so far; every event goes through :meth:`take`."""
 
-    Raised errors carry ``log_tail`` (the end of ``child.log``) and, when the child reported
-    an exception, ``child_traceback``.
-    """
+    ready: bool = False
+    phases: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    failure: ErrorEvent | None = None
+
+    def take(self, events: list[AnyEvent]) -> None:
+        for event in events:
+            if isinstance(event, ReadyEvent):
+                self.ready = True
+            elif isinstance(event, PhaseEvent):
+                self.phases.append(event.phase)
+            elif isinstance(event, ResultEvent):
+                self.result = event.measurement
+            elif isinstance(event, ErrorEvent):
+                self.failure = event
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.failure is not None
+
+    @property
+    def stage(self) -> str:
+        return f"during {self.phases[-1]}" if self.ready and self.phases else "during start-up (imports, device setup)"
+
+
+def _spawn(task: CellTask | IdleTask, cell_dir: Path, gpu_uuid: str | None) -> tuple[subprocess.Popen[bytes], _Channel, Path]:
+    """Start the child in its own session, hand it the task, and open its report pipe."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     log_path = cell_dir / LOG_NAME
     read_fd, write_fd = os.pipe()
-    started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_llem.runner.child", "--fd", str(write_fd)],
@@ -162,77 +192,86 @@ def run_in_child(
             cwd=str(cell_dir),
         )
     os.close(write_fd)
-    channel = _Channel(read_fd)
-    phases: list[str] = []
-    measurement: dict[str, Any] | None = None
-    failure: dict[str, Any] | None = None
-    ready = False
+    return proc, _Channel(read_fd), log_path
+
+
+def _follow(
+    proc: subprocess.Popen[bytes], channel: _Channel, progress: _Progress, started: float, timeout_s: float, startup_timeout_s: float
+) -> CellError | None:
+    """Read events until the task's outcome, a deadline, or the child's death; the error, if any."""
+    while True:
+        now = time.monotonic()
+        limit = timeout_s if progress.ready else min(startup_timeout_s, timeout_s)
+        deadline = started + limit
+        if now >= deadline:
+            if progress.ready:
+                last = progress.phases[-1] if progress.phases else "start-up"
+                return CellTimeout(
+                    f"the cell ran past its time limit of {timeout_s:g} s (last phase: {last}); its process group was killed"
+                )
+            return CellStartupFailed(
+                f"the child did not finish start-up (imports, device setup) within {limit:g} s;"
+                " its process group was killed"
+            )
+        progress.take(channel.read(min(0.2, deadline - now)))
+        if progress.done:
+            return None
+        if proc.poll() is not None and (channel.closed or not progress.ready):
+            progress.take(channel.read(0.05))  # what the child wrote just before it exited
+            if progress.done:
+                return None
+            cls = CellCrashed if progress.ready else CellStartupFailed
+            return cls(f"the child process {_describe_exit(proc.returncode)} {progress.stage}")
+
+
+def run_in_child(
+    task: CellTask | IdleTask,
+    cell_dir: Path,
+    result_type: type[MeasurementT],
+    *,
+    timeout_s: float,
+    startup_timeout_s: float,
+    gpu_uuid: str | None = None,
+) -> ChildReport[MeasurementT]:
+    """Run one task in a spawned child; return its measurement as ``result_type``, or raise a :class:`CellError`.
+
+    Raised errors carry ``log_tail`` (the end of ``child.log``) and, when the child reported
+    an exception, ``child_traceback``.
+    """
+    started = time.monotonic()
+    proc, channel, log_path = _spawn(task, cell_dir, gpu_uuid)
+    progress = _Progress()
     error: CellError | None = None
     interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps(spec).encode("utf-8"))
+        proc.stdin.write(task.model_dump_json().encode("utf-8"))
         proc.stdin.close()
-        while True:
-            now = time.monotonic()
-            deadline = started + (timeout_s if ready else min(startup_timeout_s, timeout_s))
-            if now >= deadline:
-                if ready:
-                    error = CellTimeout(
-                        f"the cell ran past its time limit of {timeout_s:g} s"
-                        f" (last phase: {phases[-1] if phases else 'start-up'}); its process group was killed"
-                    )
-                else:
-                    error = CellStartupFailed(
-                        f"the child did not finish start-up (imports, device setup) within {min(startup_timeout_s, timeout_s):g} s;"
-                        " its process group was killed"
-                    )
-                break
-            for event in channel.read(min(0.2, deadline - now)):
-                kind = event.get("event")
-                if kind == "ready":
-                    ready = True
-                elif kind == "phase":
-                    phases.append(str(event.get("phase")))
-                elif kind == "result":
-                    measurement = event["measurement"]
-                elif kind == "error":
-                    failure = event
-            if measurement is not None or failure is not None:
-                break
-            if proc.poll() is not None and (channel.closed or not ready):
-                # Drain what the child wrote just before it exited.
-                for event in channel.read(0.05):
-                    if event.get("event") == "result":
-                        measurement = event["measurement"]
-                    elif event.get("event") == "error":
-                        failure = event
-                    elif event.get("event") == "ready":
-                        ready = True
-                if measurement is None and failure is None:
-                    stage = f"during {phases[-1]}" if ready and phases else "during start-up (imports, device setup)"
-                    cls = CellCrashed if ready else CellStartupFailed
-                    error = cls(f"the child process {_describe_exit(proc.returncode)} {stage}")
-                break
+        error = _follow(proc, channel, progress, started, timeout_s, startup_timeout_s)
         interrupted = False
     finally:
-        if error is not None or interrupted:
-            _kill_group(proc)
-        else:
+        if error is None and not interrupted:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pass
-            _kill_group(proc)  # nothing of the cell may outlive it (engine worker processes)
+        _kill_group(proc)  # nothing of the cell may outlive it (engine worker processes)
         channel.close()
-    if failure is not None and failure.get("type") == "EngineUnavailable":
-        error = CellEngineUnavailable(str(failure.get("message", "")))  # the message says it all
-    elif failure is not None:
-        error = CellCrashed(f"{failure.get('type', 'Error')}: {failure.get('message', '')}".rstrip())
-        error.child_traceback = str(failure.get("traceback", ""))
+    if progress.failure is not None:
+        error = _child_error(progress.failure)
     if error is not None:
         error.log_tail = log_tail(log_path)
-        error.phases = phases
+        error.phases = progress.phases
         raise error
-    assert measurement is not None
-    return ChildReport(measurement=measurement, wall_time_s=time.monotonic() - started, phases=phases)
+    assert progress.result is not None
+    measurement = result_type.model_validate(progress.result)
+    return ChildReport(measurement=measurement, wall_time_s=time.monotonic() - started, phases=progress.phases)
+
+
+def _child_error(failure: ErrorEvent) -> CellError:
+    """The exception the child reported, as the parent's error for the cell."""
+    if failure.type == "EngineUnavailable":
+        return CellEngineUnavailable(failure.message)  # the message says it all
+    error = CellCrashed(f"{failure.type}: {failure.message}".rstrip())
+    error.child_traceback = failure.traceback
+    return error

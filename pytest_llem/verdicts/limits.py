@@ -10,13 +10,26 @@ worse than no gate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_llem.config.metrics import LIMIT_METRICS, check_metric
 from pytest_llem.errors import LimitSyntaxError
 
-__all__ = ["LIMIT_METRICS", "Limit", "LimitSyntaxError", "breaches", "check_metric", "parse_cli_limit", "value_of"]
+if TYPE_CHECKING:
+    from pytest_llem.config.experiment import ExpectBounds
+
+__all__ = [
+    "LIMIT_METRICS",
+    "Limit",
+    "LimitSyntaxError",
+    "breaches",
+    "cell_limits",
+    "check_metric",
+    "parse_cli_limit",
+    "value_of",
+]
 
 Bound = Literal["min", "max"]
 
@@ -42,6 +55,24 @@ def parse_cli_limit(text: str, source: str = "--llem-limit") -> Limit:
         raise LimitSyntaxError(f"{source} {text!r}: expected METRIC.max:VALUE or METRIC.min:VALUE, e.g. mj_per_tok_adjusted.max:50")
     check_metric(match["metric"])
     return Limit(match["metric"], match["bound"].lower(), float(match["value"]), source)  # type: ignore[arg-type]
+
+
+def cell_limits(
+    expect: Mapping[str, ExpectBounds], expect_lines: Mapping[str, int], study_file: str, extra: Sequence[Limit] = ()
+) -> list[Limit]:
+    """Every limit one cell must meet: its study's ``expect:``, then ``extra`` (the command line's).
+
+    Each ``expect:`` bound names the YAML line it was written on (``study_file:line``, line 1 where
+    the loader did not record one), so a breach points the reader at the very line to look at.
+    """
+    limits: list[Limit] = []
+    for metric, bounds in expect.items():
+        source = f"{study_file}:{expect_lines.get(metric, 1)}"
+        if bounds.min is not None:
+            limits.append(Limit(metric, "min", bounds.min, source))
+        if bounds.max is not None:
+            limits.append(Limit(metric, "max", bounds.max, source))
+    return limits + list(extra)
 
 
 def value_of(record: dict[str, Any], metric: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_llem.config.experiment import IdlePowerConfig
 from pytest_llem.energy._nvml import visible_gpu_uuids
-from pytest_llem.energy.idle import IdlePower, sample_idle
+from pytest_llem.energy.idle import sample_idle
 from pytest_llem.errors import MeterUnavailable
 from pytest_llem.execution.idle_power import (
     ARTEFACTS_DIR,
@@ -24,6 +24,7 @@ from pytest_llem.execution.idle_power import (
     load_fresh,
     store,
 )
+from pytest_llem.results.measurement import CellIdlePower, IdlePower
 
 if TYPE_CHECKING:
     from conftest import FakeNvml
@@ -133,7 +134,7 @@ def test_load_fresh_refuses_a_corrupt_file(tmp_path: Path, content: str) -> None
 
 
 def test_load_fresh_refuses_a_file_with_wrong_types(tmp_path: Path) -> None:
-    data = _baseline().to_json()
+    data = _baseline().model_dump()
     data["measured_at"] = "yesterday"
     path = tmp_path / "baseline_cache_GPU-a.json"
     path.write_text(json.dumps(data))
@@ -194,7 +195,7 @@ def test_for_cell_sums_the_gpus_used() -> None:
     session.set(_baseline("GPU-a", power_w=70.0, std_w=3.0, age_s=10.0), "measured")
     session.set(_baseline("GPU-b", power_w=80.0, std_w=4.0, age_s=100.0, method="other"), "cache")
     session.set(_baseline("GPU-c", power_w=500.0), "measured")  # not used by the cell
-    out = session.for_cell(["GPU-a", "GPU-b"], None)
+    out = session.for_cell(["GPU-a", "GPU-b"], None).model_dump()
     assert out["baseline_power_w"] == pytest.approx(150.0)
     assert out["baseline_per_device_w"] == [70.0, 80.0]
     assert out["baseline_std_w"] == pytest.approx(5.0)  # sqrt(3^2 + 4^2)
@@ -207,18 +208,19 @@ def test_for_cell_sums_the_gpus_used() -> None:
 def test_for_cell_single_gpu_std_is_its_own() -> None:
     session = SessionIdlePower()
     session.set(_baseline("GPU-a", std_w=2.5), "measured")
-    assert math.isclose(session.for_cell(["GPU-a"], None)["baseline_std_w"], 2.5)
+    assert math.isclose(session.for_cell(["GPU-a"], None).baseline_std_w, 2.5)
 
 
 def test_for_cell_reasons() -> None:
     session = SessionIdlePower()
     session.set(_baseline("GPU-a"), "measured")
     missing = session.for_cell(["GPU-a", "GPU-z"], None)
-    assert missing == {"baseline_power_w": None, "baseline_unavailable_reason": "no baseline for a GPU this cell used"}
+    assert missing == CellIdlePower(baseline_unavailable_reason="no baseline for a GPU this cell used")
     none_used = session.for_cell([], None)
-    assert none_used == {"baseline_power_w": None, "baseline_unavailable_reason": "the cell ran on no GPU"}
+    assert none_used == CellIdlePower(baseline_unavailable_reason="the cell ran on no GPU")
     given = session.for_cell(["GPU-z"], "measurement.baseline.enabled is false")
-    assert given["baseline_unavailable_reason"] == "measurement.baseline.enabled is false"
+    assert given.baseline_power_w is None
+    assert given.baseline_unavailable_reason == "measurement.baseline.enabled is false"
 
 
 # --------------------------------------------------------------------------- drift and ensure

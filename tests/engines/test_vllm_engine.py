@@ -18,8 +18,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from pytest_llem.engines.protocol import Decoding, LoadRequest
+from pytest_llem.config.engines import TransformersConfig, VllmConfig
+from pytest_llem.config.experiment import DecodingConfig
+from pytest_llem.engines.protocol import LoadRequest
 from pytest_llem.errors import EngineUnavailable, LlemError
 from tests.energy.conftest import FakeNvml
 
@@ -53,7 +56,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 def request(model: Path, **overrides: Any) -> LoadRequest:
     values: dict[str, Any] = {
-        "model": str(model), "precision": "bf16", "settings": {}, "decoding": Decoding(),
+        "model": str(model), "precision": "bf16", "settings": VllmConfig(), "decoding": DecodingConfig(),
         "max_output_tokens": 5, "ignore_eos": False, "eos_token_ids": (2, 9), "pad_token_id": 0,
     }  # fmt: skip
     values.update(overrides)
@@ -72,7 +75,7 @@ def test_settings_reach_the_engine_and_are_read_back(vllm_module: ModuleType, mo
         "enable_prefix_caching": False, "kv_cache_dtype": "fp8", "block_size": 32, "tensor_parallel_size": 2,
         "attention_backend": "FLASHINFER", "quantization": "fp8",
     }  # fmt: skip
-    engine.load(request(model_dir, settings=settings, precision="fp16"))
+    engine.load(request(model_dir, settings=VllmConfig(**settings), precision="fp16"))
     (llm,) = log(tmp_path, "llm")
     for key, value in settings.items():
         assert llm[key] == value, key
@@ -113,7 +116,7 @@ def test_a_requested_attention_backend_is_the_one_used(
     cell_log.write_text(REAL_AUTO_BACKEND_LINE)  # a stale automatic choice must not win over the request
     monkeypatch.setenv("LLEM_CELL_LOG", str(cell_log))
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"attention_backend": "FLASHINFER"}))
+    engine.load(request(model_dir, settings=VllmConfig(attention_backend="FLASHINFER")))
     resolved = engine.effective_settings()["resolved"]
     assert resolved["attention_backend_requested"] == resolved["attention_backend_used"] == "FLASHINFER"
 
@@ -142,7 +145,7 @@ def test_a_backend_forced_outside_the_study_is_read_from_its_own_line(vllm_modul
 
 def test_tensor_parallel_cells_name_every_gpu_they_use(vllm_module: ModuleType, model_dir: Path) -> None:
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"tensor_parallel_size": 2}))
+    engine.load(request(model_dir, settings=VllmConfig(tensor_parallel_size=2)))
     assert [g.uuid for g in engine.gpus] == ["GPU-aaa", "GPU-bbb"]
     assert [g.cuda_index for g in engine.gpus] == [0, 1]
     assert engine.device_description == "cuda:0 (Fake H100) + cuda:1 (Fake H100)"
@@ -157,7 +160,7 @@ def test_visible_devices_choose_the_gpus(vllm_module: ModuleType, model_dir: Pat
 
 def test_more_ranks_than_gpus_is_unavailable_not_a_crash(vllm_module: ModuleType, model_dir: Path) -> None:
     with pytest.raises(EngineUnavailable, match="needs 4 GPU"):
-        vllm_module.VllmEngine().load(request(model_dir, settings={"tensor_parallel_size": 4}))
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(tensor_parallel_size=4)))
 
 
 def test_cpu_is_refused(vllm_module: ModuleType, model_dir: Path) -> None:
@@ -170,7 +173,7 @@ def test_outputs_stop_at_eos_counting_it_and_nothing_after(
 ) -> None:
     monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "2:9")  # every request emits EOS id 9 at step 2
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"max_num_seqs": 2}))
+    engine.load(request(model_dir, settings=VllmConfig(max_num_seqs=2)))
     batch = [[5, 6], [7], [8, 8, 8]]
     result = engine.run_batch(batch)
     assert [len(ids) for ids in result.output_token_ids] == [3, 3, 3]
@@ -185,7 +188,7 @@ def test_outputs_come_back_in_request_order_whatever_order_requests_finish(
 ) -> None:
     monkeypatch.setenv("LLEM_FAKE_VLLM_EMIT", "0@4:9,1@0:9,2@1:9")  # they finish in the order 1, 2, 0
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"max_num_seqs": 3}))
+    engine.load(request(model_dir, settings=VllmConfig(max_num_seqs=3)))
     batch = [[5, 6], [7], [8, 8, 8]]
     result = engine.run_batch(batch)
     assert [entry["index"] for entry in log(tmp_path, "finished")] == [1, 2, 0]
@@ -210,7 +213,7 @@ def test_token_timing_follows_continuous_batching(
     """With one running slot, the second request waits for the first: its TTFT is later."""
     monkeypatch.setenv("LLEM_FAKE_VLLM_STEP_SLEEP", "0.01")
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"max_num_seqs": 1}, ignore_eos=True))
+    engine.load(request(model_dir, settings=VllmConfig(max_num_seqs=1), ignore_eos=True))
     result = engine.run_batch([[1], [2]])
     assert result.ttft_s[1] >= result.ttft_s[0] + 5 * 0.01 * 0.9
     assert all(gap >= 0.009 for gap in result.itl_s)
@@ -220,7 +223,7 @@ def test_token_timing_follows_continuous_batching(
 
 def test_without_token_timing_plain_generate_runs(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"token_timing": False}, ignore_eos=True))
+    engine.load(request(model_dir, settings=VllmConfig(token_timing=False), ignore_eos=True))
     result = engine.run_batch([[1, 2], [3]])
     assert [len(ids) for ids in result.output_token_ids] == [5, 5]
     assert result.ttft_s == [] and result.itl_s == []
@@ -230,7 +233,7 @@ def test_without_token_timing_plain_generate_runs(vllm_module: ModuleType, model
 
 def test_sampling_settings_are_exactly_the_studys(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, decoding=Decoding(temperature=0.7, top_p=0.9, top_k=None, seed=11)))
+    engine.load(request(model_dir, decoding=DecodingConfig(temperature=0.7, top_p=0.9, top_k=None, seed=11)))
     engine.run_batch([[1]])
     (sampling,) = log(tmp_path, "sampling")
     assert sampling["temperature"] == 0.7 and sampling["top_p"] == 0.9
@@ -251,7 +254,7 @@ def test_greedy_sets_temperature_zero(vllm_module: ModuleType, model_dir: Path, 
 
 def test_escape_hatch_forwards_real_arguments(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     engine = vllm_module.VllmEngine()
-    engine.load(request(model_dir, settings={"engine_args": {"max_model_len": 1024, "max_logprobs": 2}}))
+    engine.load(request(model_dir, settings=VllmConfig(engine_args={"max_model_len": 1024, "max_logprobs": 2})))
     (llm,) = log(tmp_path, "llm")
     assert llm["max_model_len"] == 1024 and llm["max_logprobs"] == 2
     assert engine.effective_settings()["passed_to_llm"]["max_model_len"] == 1024
@@ -259,18 +262,30 @@ def test_escape_hatch_forwards_real_arguments(vllm_module: ModuleType, model_dir
 
 def test_escape_hatch_rejects_unknown_arguments_by_name(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(LlemError, match=r"'max_model_length' is not an argument .*did you mean 'max_model_len'"):
-        vllm_module.VllmEngine().load(request(model_dir, settings={"engine_args": {"max_model_length": 1}}))
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(engine_args={"max_model_length": 1})))
     assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"
 
 
 def test_escape_hatch_rejects_what_pytest_llem_sets(vllm_module: ModuleType, model_dir: Path) -> None:
     with pytest.raises(LlemError, match=r"'dtype' is set by pytest-llem; use precision"):
-        vllm_module.VllmEngine().load(request(model_dir, settings={"engine_args": {"dtype": "float32"}}))
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(engine_args={"dtype": "float32"})))
 
 
-def test_unknown_section_key_is_refused(vllm_module: ModuleType, model_dir: Path) -> None:
-    with pytest.raises(LlemError, match="unknown vllm setting"):
-        vllm_module.VllmEngine().load(request(model_dir, settings={"batch_size": 4}))
+def test_bad_section_values_are_refused_by_the_schema() -> None:
+    with pytest.raises(ValidationError, match="batch_size\n  Extra inputs are not permitted"):
+        VllmConfig.model_validate({"batch_size": 4})
+    with pytest.raises(ValidationError, match="tensor_parallel_size\n  Input should be greater than or equal to 1"):
+        VllmConfig.model_validate({"tensor_parallel_size": 0})
+    with pytest.raises(ValidationError, match="engine_args\n  Input should be a valid dictionary"):
+        VllmConfig.model_validate({"engine_args": "max_model_len=1024"})
+
+
+def test_another_engines_section_is_refused_before_vllm_starts(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(LlemError, match="the vllm engine was given the transformers section TransformersConfig, not its own"):
+        vllm_module.VllmEngine().load(request(model_dir, settings=TransformersConfig(batch_size=4)))
+    assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"
 
 
 def test_architecture_only_models_load_dummy_weights(vllm_module: ModuleType, tmp_path: Path) -> None:
@@ -282,7 +297,7 @@ def test_architecture_only_models_load_dummy_weights(vllm_module: ModuleType, tm
     assert log(tmp_path, "llm")[0]["load_format"] == "dummy"
     assert engine.effective_settings()["weights"] == "random (load_format=dummy)"
     with pytest.raises(LlemError, match="only load with load_format 'dummy'"):
-        vllm_module.VllmEngine().load(request(arch, settings={"engine_args": {"load_format": "safetensors"}}))
+        vllm_module.VllmEngine().load(request(arch, settings=VllmConfig(engine_args={"load_format": "safetensors"})))
 
 
 def test_one_call_per_pass_and_release_shuts_down(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
@@ -321,7 +336,7 @@ def test_parameters_are_counted_from_the_config(vllm_module: ModuleType) -> None
 
 def test_bad_sampling_settings_fail_before_the_engine_starts(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="temperature"):
-        vllm_module.VllmEngine().load(request(model_dir, decoding=Decoding(temperature=3.0)))
+        vllm_module.VllmEngine().load(request(model_dir, decoding=DecodingConfig(temperature=3.0)))
     assert not (tmp_path / "vllm.log").exists() or not log(tmp_path, "llm"), "refused before vLLM started"
 
 

@@ -6,7 +6,14 @@ import os
 import textwrap
 from pathlib import Path
 
+import numpy  # noqa: F401  (see below)
 import pytest
+import scipy.stats  # noqa: F401
+
+# numpy and scipy refuse to load twice in one process ("cannot load module more than once per
+# process"), and each in-process pytester run drops the modules it imported. A run that finalises
+# a study imports them (for the statistics), so the next in-process run doing so would fail:
+# importing them here, outside every run, keeps them loaded for all of them.
 
 STUB_DIR = Path(__file__).resolve().parents[1] / "fakes" / "transformers_stub"
 

@@ -1,4 +1,4 @@
-"""results/record.py: build_result turns a plain measurement into the schema-3.0 record."""
+"""results/record.py: build_result turns a typed measurement into the schema-3.0 record."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import random
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from pytest_llem.config.experiment import ExperimentConfig
+from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
 from pytest_llem.results.record import CONTRACT_FIELDS, SCHEMA_VERSION, build_result
 
 #: The result.json fields of shared/spec/results-schema.md, in its order: a public contract.
@@ -28,7 +31,7 @@ ENERGY_DERIVED = (
 
 
 def measurement(**overrides: Any) -> dict[str, Any]:
-    """A measurement shaped like runner.measure.measure_cell's return value."""
+    """A measurement as JSON, as it crosses from the child (baseline_* keys: the idle baseline)."""
     m: dict[str, Any] = {
         "engine": "transformers",
         "engine_version": "4.44.0",
@@ -40,11 +43,11 @@ def measurement(**overrides: Any) -> dict[str, Any]:
         "idle_spot_check": None,
         "model_path": "/models/m",
         "parameter_count": 1_000_000,
-        "n_prompts": 8,
+        "prompts_per_pass": 8,
         "input_tokens_per_pass": 400,
         "batches_per_pass": 2,
         "load_time_s": 3.5,
-        "warmup": {"batches": 2, "full_pass": True, "latencies_s": [0.5, 0.4], "stable": True, "final_cv": 0.01},
+        "warmup": {"batches": 2, "full_pass": True, "latencies_s": [0.5, 0.4], "stable": True, "final_cv": 0.01, "rule": {}},
         "window_s": 10.0,
         "window_t_start_s": 4.2,
         "passes": 5,
@@ -79,14 +82,30 @@ def measurement(**overrides: Any) -> dict[str, Any]:
     return m
 
 
-def build(m: dict[str, Any] | None = None, **identity: Any) -> dict[str, Any]:
+IDENTITY: dict[str, Any] = {
+    "study_name": "demo", "study_design_hash": None, "config_id": "cfg0", "cycle": 0, "position": 1,
+    "nodeid": "demo.llem.yaml::cfg0::c0", "cell_wall_time_s": 20.0,
+}  # fmt: skip
+
+
+def build(
+    m: dict[str, Any] | None = None,
+    config: ExperimentConfig | None = None,
+    experiment_id: str = "cfg0-c0",
+    config_hash: str = "0123456789abcdef",
+    **identity: Any,
+) -> dict[str, Any]:
+    """build_result on a measurement given as JSON; its baseline_* keys become the cell's idle baseline."""
+    data = dict(measurement() if m is None else m)
+    idle = CellIdlePower.model_validate({k: data.pop(k) for k in list(data) if k.startswith("baseline_")})
     return build_result(
-        experiment_id="cfg0-c0",
-        config_hash="0123456789abcdef",
-        config={"model": "org/model", "engine": "transformers"},
-        measurement=measurement() if m is None else m,
+        experiment_id=experiment_id,
+        config_hash=config_hash,
+        config=config or ExperimentConfig(model="org/model"),
+        measurement=CellMeasurement.model_validate(data),
+        idle=idle,
+        identity=CellIdentity.model_validate({**IDENTITY, **identity}),
         version="0.1.0",
-        identity=identity or {"study_name": "demo", "cycle": 0},
     )
 
 
@@ -100,7 +119,7 @@ def test_contract_fields_match_spec() -> None:
         measurement(),
         measurement(baseline_power_w=50.0),
         measurement(energy={"total_j": None, "per_device_j": None, "unavailable_reason": "no GPU"}),
-        measurement(output_tokens=0, input_tokens=0, window_s=0.0, parameter_count=None, batch_latencies_s=[]),
+        measurement(output_tokens=0, input_tokens=0, window_s=0.0, parameter_count=0, batch_latencies_s=[]),
     ],
     ids=["plain", "baseline", "no-energy", "all-zero"],
 )
@@ -170,7 +189,7 @@ def test_baseline_reason_warned_when_missing() -> None:
 
 def test_no_energy_means_null_energy_figures_and_a_warning() -> None:
     m = measurement(
-        energy={"meter": None, "total_j": None, "per_device_j": None, "unavailable_reason": "NVML not available"},
+        energy={"meter": "none", "total_j": None, "per_device_j": None, "unavailable_reason": "NVML not available"},
         baseline_power_w=55.0,
         warnings=["earlier warning"],
     )
@@ -217,8 +236,10 @@ def test_flops_null_when_divisor_zero() -> None:
     record = build(measurement(output_tokens=0))
     assert record["flops_per_output_token"] is None
     assert record["flops_per_input_token"] == pytest.approx(2.0 * 1e6)
-    # Unknown parameter count: zero FLOPs, not a crash.
-    assert build(measurement(parameter_count=None))["total_flops"] == 0.0
+    # No parameters counted: zero FLOPs, not a crash; a missing count is refused at the boundary.
+    assert build(measurement(parameter_count=0))["total_flops"] == 0.0
+    with pytest.raises(ValidationError, match="parameter_count"):
+        build(measurement(parameter_count=None))
 
 
 def test_cpu_and_dram_energy_from_zeus_details() -> None:
@@ -252,11 +273,8 @@ def test_latency_summary_on_known_list() -> None:
     assert record["request_latency_s"] is None  # no samples: no summary
 
 
-def test_latency_summary_missing_optional_lists() -> None:
-    m = measurement(batch_latencies_s=[])
-    for key in ("ttft_s", "itl_s", "request_latency_s"):
-        del m[key]
-    record = build(m)
+def test_latency_summary_of_empty_lists() -> None:
+    record = build(measurement(batch_latencies_s=[], ttft_s=[], itl_s=[], request_latency_s=[]))
     assert record["batch_latency_s"] is None
     assert record["ttft_s"] is None and record["itl_s"] is None and record["request_latency_s"] is None
 

@@ -1,0 +1,392 @@
+"""One pytest session of pytest-llem: its studies, their cells, and the verdicts at the end.
+
+The hooks in plugin.py and xdist.py are thin: each fetches the :class:`LlemSession` from
+``config.stash`` and calls one method of it. Keeping the state in an ordinary object (not a
+plugin whose methods are hooks) lets each concern read as plain code, and keeps pytest's
+hook calling conventions at the edge.
+
+A session exists in every pytest run of the user's environment, studies or not, so this module
+imports only pytest and the suffix check at module level; the study grammar (pydantic), the
+runner and the statistics are imported inside the methods that need them, once a study is in play.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_llem.study.files import is_study_file
+
+if TYPE_CHECKING:
+    from pytest_llem.execution.idle_power import SessionIdlePower
+    from pytest_llem.execution.study_run import CellOutcome, CellRef, StudyRun
+    from pytest_llem.nodes import CellItem
+    from pytest_llem.verdicts.compare import CompareRule
+    from pytest_llem.verdicts.finalize import FinalizedStudy
+    from pytest_llem.verdicts.gate import Cache, GateOptions
+    from pytest_llem.verdicts.limits import Limit
+
+#: Where the session lives: ``config.stash[SESSION_KEY]``, set in ``pytest_configure``.
+SESSION_KEY = pytest.StashKey["LlemSession"]()
+
+
+def session_of(config: pytest.Config) -> LlemSession:
+    return config.stash[SESSION_KEY]
+
+
+def as_cell(item: pytest.Item) -> CellItem | None:
+    """The item as a cell, else None.
+
+    Only a ``StudyFile`` makes cells, and it lives in nodes.py: while that module was never
+    imported, no item can be a cell, and a session without studies need not import it (nor
+    pydantic behind it) to find that out.
+    """
+    if "pytest_llem.nodes" not in sys.modules:
+        return None
+    from pytest_llem.nodes import CellItem
+
+    return item if isinstance(item, CellItem) else None
+
+
+def _cell_ref(item: CellItem) -> CellRef:
+    from pytest_llem.execution.study_run import CellRef
+
+    return CellRef(item.configuration, item.cycle, item.position, item.nodeid)
+
+
+class LlemSession:
+    """Per-session state: the studies being run, their directories and outcomes, and the verdicts."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.runs: dict[Path, StudyRun] = {}
+        # Bad limits, rules or policy are usage errors now, not at the first cell (in this order).
+        self.cli_limits: list[Limit] = _command_line_limits(config)
+        self.compare_rules: list[CompareRule] = _compare_rules(config)
+        self.missing_engine_policy()
+        self.gate_lines: list[str] = []  # the regression section of the terminal summary
+        # Under pytest-xdist the controller hands every worker one stamp (so they share each
+        # study's directory) and one GPU; serially both are this process's own.
+        workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+        self.is_worker = bool(workerinput)
+        self.stamp: str | None = workerinput.get("llem_stamp")
+        self.gpu_uuid: str | None = workerinput.get("llem_gpu_uuid")
+        self.study_dirs: list[Path] = []  # every study directory this session wrote to
+        self._finalized: list[FinalizedStudy] | None = None
+        self._gpu_pool: list[str] | None = None
+
+    # -- options ---------------------------------------------------------------------------
+
+    def missing_engine_policy(self) -> str:
+        """``--llem-missing-engine``, else the ini key, else fail; a bad ini value is a usage error."""
+        chosen = self.config.getoption("llem_missing_engine") or self.config.getini("llem_missing_engine") or "fail"
+        if chosen not in ("fail", "skip"):
+            raise pytest.UsageError(f"llem_missing_engine must be 'fail' or 'skip', got {chosen!r}")
+        return str(chosen)
+
+    def results_root(self, item: CellItem) -> Path:
+        chosen = (
+            self.config.getoption("llem_results_dir")
+            or self.config.getini("llem_results_dir")
+            or (item.configuration.config.output.results_dir if item.configuration.config else None)
+            or "results"
+        )
+        root = Path(chosen)
+        return root if root.is_absolute() else self.config.rootpath / root
+
+    def _names_studies(self) -> bool:
+        return any(is_study_file(a) for a in self.config.args)
+
+    def header_lines(self) -> list[str] | None:
+        """One line on what measures: only when study files are named on the command line."""
+        if not self._names_studies():
+            return None
+        from pytest_llem.energy._nvml import visible_gpu_uuids
+
+        uuids, reason = visible_gpu_uuids()
+        gpus = f"{len(uuids)} GPU(s) visible to NVML, meter per study (auto: nvml)" if uuids else f"no GPU energy ({reason})"
+        limits = f", {len(self.cli_limits)} command-line limit(s)" if self.cli_limits else ""
+        target = "the last run (pytest cache)" if self.config.getoption("llem_compare") == "last" else "stored baselines"
+        compare = f", compare with {target}" if self.compare_rules else ""
+        return [f"llem: {gpus}{limits}{compare}; cells run in each study's experiment_order"]
+
+    # -- collection ------------------------------------------------------------------------
+
+    def order_cells(self, items: list[pytest.Item]) -> None:
+        """Put cells in their studies' run order; other tests keep their places."""
+        slots: list[int] = []
+        cells: list[CellItem] = []
+        for i, item in enumerate(items):
+            cell = as_cell(item)
+            if cell is not None:
+                slots.append(i)
+                cells.append(cell)
+        if slots and vars(self.config.option).get("reruns"):
+            raise pytest.UsageError(
+                "--reruns (pytest-rerunfailures) would rerun failing llem cells until one passes, laundering"
+                " energy regressions and limit breaches; run studies without it, or leave them out with -m 'not llem'"
+            )
+        study_rank: dict[Path, int] = {}
+        for cell in cells:
+            study_rank.setdefault(cell.study.path, len(study_rank))
+        cells.sort(key=lambda c: (study_rank[c.study.path], c.position))
+        for slot, cell in zip(slots, cells):
+            items[slot] = cell
+
+    def start_studies(self, items: list[pytest.Item]) -> None:
+        """Create each collected study's directory and manifest (not under ``--collect-only``)."""
+        if self.config.option.collectonly:
+            return
+        by_study: dict[Path, list[CellItem]] = {}
+        for item in items:
+            cell = as_cell(item)
+            if cell is not None:
+                by_study.setdefault(cell.study.path, []).append(cell)
+        if not by_study:
+            return
+        from pytest_llem.execution.study_run import StudyRun
+        from pytest_llem.results.writer import utc_stamp
+
+        self.stamp = self.stamp or utc_stamp()
+        for path, cells in by_study.items():
+            run = StudyRun.create(
+                cells[0].study, [_cell_ref(c) for c in cells], self.results_root(cells[0]), self.stamp,
+                self.config.getoption("llem_timeout"), shared=self.is_worker,
+            )  # fmt: skip
+            self.runs[path] = run
+            self.study_dirs.append(run.study_dir)
+
+    # -- cells -----------------------------------------------------------------------------
+
+    def idle_power(self) -> SessionIdlePower:
+        """The session's idle baselines: of the GPU the controller gave this worker, else of every GPU."""
+        from pytest_llem.execution.idle_power import SessionIdlePower
+
+        return SessionIdlePower(gpu_uuid=self.gpu_uuid)
+
+    def run_cell(self, item: pytest.Item, baselines: SessionIdlePower | None = None) -> None:
+        """Run one cell in its own process, keep its figures on the item, and judge its limits."""
+        from pytest_llem.errors import CellEngineUnavailable
+        from pytest_llem.report.cell import cell_figures, junit_properties
+
+        cell = as_cell(item)
+        if cell is None:
+            raise TypeError(f"{item.nodeid} is not a pytest-llem cell: llem_run_cell runs cells of *.llem.yaml studies only")
+        run = self.runs[cell.study.path]
+        ref = _cell_ref(cell)
+        try:
+            outcome = run.run_cell(ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid)
+        except CellEngineUnavailable as exc:
+            if self.missing_engine_policy() == "skip":
+                run.skip(ref, f"engine unavailable: {exc}")
+                pytest.skip(f"engine unavailable: {exc}")
+            raise
+        record = outcome.record or {}
+        figures = cell.llem_report = cell_figures(record, outcome.cell_dir)
+        cell.user_properties.extend(junit_properties(record))
+        self._judge_limits(cell, run, outcome, figures)
+
+    def _judge_limits(self, cell: CellItem, run: StudyRun, outcome: CellOutcome, figures: dict[str, Any]) -> None:
+        """Judge the record against the study's ``expect:`` and the command line's limits.
+
+        A breach fails the cell as an ordinary test failure; the manifest records the verdict.
+        """
+        from pytest_llem.errors import LimitBreached
+        from pytest_llem.verdicts.limits import breaches, cell_limits
+
+        config = cell.configuration.config
+        assert config is not None  # a cell with no config is an invalid combination: skipped, never run
+        limits = cell_limits(config.expect, cell.configuration.expect_lines, cell.study.path.name, self.cli_limits)
+        found = breaches(outcome.record or {}, limits)
+        figures["limits"] = [limit.describe() for limit in limits]
+        figures["limit_breaches"] = found
+        if not limits:
+            return
+        run.manifest.update(
+            outcome.cell.experiment_id(run.study), "completed", verdict="failed" if found else "passed", limit_breaches=found
+        )
+        if found:
+            result_path = outcome.cell_dir / "result.json" if outcome.cell_dir else None
+            raise LimitBreached(
+                f"{len(found)} limit{'s' if len(found) > 1 else ''} breached:\n  "
+                + "\n  ".join(found)
+                + (f"\n  result: {result_path}" if result_path else "")
+            )
+
+    def annotate_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+        """A cell's figures onto its report, the tail of a failed child's log, and skips into the manifest."""
+        cell = as_cell(item)
+        if cell is None:
+            return
+        if call.when == "call":
+            # pytest-xdist serialises a report's attributes to the controller: ``report.llem`` is
+            # how a cell's figures cross. TestReport declares no such attribute, hence setattr.
+            setattr(report, "llem", cell.llem_report)  # noqa: B010
+            from pytest_llem.errors import CellError
+
+            if call.excinfo is not None and isinstance(call.excinfo.value, CellError) and call.excinfo.value.log_tail:
+                from pytest_llem.results.writer import scrub
+
+                report.sections.append(("Captured log of the cell's process (tail)", scrub(call.excinfo.value.log_tail)))
+        elif call.when == "setup" and report.skipped:
+            run = self.runs.get(cell.study.path)
+            if run is not None:
+                run.skip(_cell_ref(cell), cell.configuration.skip_reason or "skipped")
+
+    def finish_studies(self) -> None:
+        """Close every study's manifest; a worker tells the controller which directories it wrote."""
+        for run in self.runs.values():
+            run.finish()
+        workeroutput: dict[str, Any] | None = getattr(self.config, "workeroutput", None)
+        if self.is_worker and workeroutput is not None:
+            workeroutput["llem_study_dirs"] = [str(p) for p in self.study_dirs]
+
+    # -- verdicts at the end ---------------------------------------------------------------
+
+    def finalized(self) -> list[FinalizedStudy]:
+        """Every study of the session read back from disk with its statistics (once)."""
+        if self._finalized is None:
+            from pytest_llem.verdicts.finalize import finalize_study
+
+            self._finalized = [finalize_study(d) for d in dict.fromkeys(self.study_dirs)]
+        return self._finalized
+
+    def gate_options(self) -> GateOptions:
+        from pytest_llem.verdicts.gate import GateOptions
+
+        chosen = Path(self.config.getoption("llem_baseline_dir") or ".llem-baselines")
+        return GateOptions(
+            baseline_root=chosen if chosen.is_absolute() else self.config.rootpath / chosen,
+            required=bool(self.config.getoption("llem_baseline_required")),
+            any_hardware=bool(self.config.getoption("llem_compare_any_hardware")),
+            compare="last" if self.config.getoption("llem_compare") == "last" else "stored",
+            update=bool(self.config.getoption("llem_baseline_update")),
+        )
+
+    def _cache(self) -> Cache | None:
+        """pytest's cache, or None under ``-p no:cacheprovider`` (then ``config.cache`` is never set)."""
+        if not hasattr(self.config, "cache"):
+            return None
+        return self.config.cache
+
+    def judge_regressions(self) -> int:
+        """After every cell ran (on the controller under xdist): store baselines and judge regressions.
+
+        Returns how many failures the session gets on top of its tests': a regression fails the
+        session even when every cell passed.
+        """
+        if self.is_worker or not self.study_dirs:
+            return 0
+        from pytest_llem.verdicts.gate import remember_last, run_gate
+
+        failures = 0
+        options = self.gate_options()
+        if self.compare_rules or options.update:
+            failures, self.gate_lines = run_gate(options, self.finalized(), self.compare_rules, self._cache())
+        remember_last(self._cache(), self.finalized())  # for the next run's --llem-compare=last
+        return failures
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def json_metadata(self, item: pytest.Item, call: pytest.CallInfo[None]) -> dict[str, Any]:
+        """pytest-json-report: each cell's figures under its test's ``metadata.llem``."""
+        cell = as_cell(item)
+        if call.when != "call" or cell is None:
+            return {}
+        return {"llem": cell.llem_report}
+
+    def add_to_json_report(self, json_report: dict[str, Any]) -> None:
+        """pytest-json-report: the studies' directories and statistics at the top level, under ``llem``."""
+        if self.is_worker or not self.study_dirs:
+            return
+        from pytest_llem.report.json_report import studies_json
+
+        json_report["llem"] = studies_json(self.finalized())
+
+    def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Each study's table, then the regression gate's lines (on the controller only)."""
+        if self.is_worker or not self.study_dirs:
+            return
+        from pytest_llem.report.terminal import summary_sections
+
+        for title, lines in summary_sections(self.finalized(), self.gate_lines):
+            terminalreporter.write_sep("-", title)
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    # -- pytest-xdist: one GPU and one stamp per worker (the hooks are in xdist.py) ----------
+
+    def gpu_pool(self) -> list[str]:
+        """The GPUs to hand out, one per worker (empty on a machine without NVIDIA GPUs)."""
+        if self._gpu_pool is None:
+            from pytest_llem.energy._nvml import visible_gpu_uuids
+
+            self._gpu_pool = visible_gpu_uuids()[0]
+        return self._gpu_pool
+
+    def check_worker_count(self) -> None:
+        """``-n`` beyond the GPUs is a usage error when studies are named: each worker needs its own GPU."""
+        if self.is_worker or not self._names_studies():
+            return
+        workers = getattr(self.config.option, "numprocesses", None)
+        pool = self.gpu_pool()
+        if isinstance(workers, int) and pool and workers > len(pool):
+            raise pytest.UsageError(
+                f"-n {workers} asks for more workers than the {len(pool)} GPU(s) visible: pytest-llem gives each"
+                f" worker its own GPU; use -n {len(pool)} or -n auto"
+            )
+
+    def auto_num_workers(self) -> int | None:
+        """``-n auto`` with studies = one worker per GPU; None leaves the choice to xdist."""
+        if self._names_studies() and self.gpu_pool():
+            return len(self.gpu_pool())
+        return None
+
+    def worker_input(self, gateway_id: str) -> dict[str, Any]:
+        """What the controller hands worker ``gwN``: the session's stamp and the N-th GPU (or None)."""
+        from pytest_llem.results.writer import utc_stamp
+
+        self.stamp = self.stamp or utc_stamp()
+        pool = self.gpu_pool()
+        index = int(gateway_id.removeprefix("gw") or 0)
+        return {"llem_stamp": self.stamp, "llem_gpu_uuid": pool[index] if index < len(pool) else None}
+
+    def add_worker_output(self, workeroutput: Mapping[str, Any]) -> None:
+        """The study directories a finished worker wrote, for the controller's summary and gate."""
+        for path in workeroutput.get("llem_study_dirs", []):
+            self.study_dirs.append(Path(path))
+
+
+def _command_line_limits(config: pytest.Config) -> list[Limit]:
+    """Limits from ``--llem-limit`` and the ``llem_limits`` ini key; a bad one is a usage error."""
+    if not (config.getoption("llem_limits") or config.getini("llem_limits")):
+        return []
+    from pytest_llem.errors import LimitSyntaxError
+    from pytest_llem.verdicts.limits import parse_cli_limit
+
+    limits = []
+    sources = [(t, "--llem-limit") for t in config.getoption("llem_limits")]
+    sources += [(t, "ini llem_limits") for t in config.getini("llem_limits")]
+    for text, source in sources:
+        try:
+            limits.append(parse_cli_limit(text, source))
+        except LimitSyntaxError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return limits
+
+
+def _compare_rules(config: pytest.Config) -> list[CompareRule]:
+    """``--llem-compare-fail`` rules; a bad one is a usage error."""
+    if not config.getoption("llem_compare_fail"):
+        return []
+    from pytest_llem.errors import LimitSyntaxError
+    from pytest_llem.verdicts.compare import parse_rule
+
+    try:
+        return [parse_rule(text) for text in config.getoption("llem_compare_fail")]
+    except LimitSyntaxError as exc:
+        raise pytest.UsageError(str(exc)) from None
