@@ -48,7 +48,12 @@ from pytest_llem.results import loader
 from pytest_llem.results.loader import study_dirs
 
 if TYPE_CHECKING:
-    from pytest_llem.verdicts.statistics import GroupSummary, group_records, summarise, summarise_groups
+    from pytest_llem.verdicts.statistics import (
+        GroupSummary,
+        group_records,
+        summarise,
+        summarise_groups,
+    )
 
 #: Re-exported from :mod:`pytest_llem.verdicts.statistics` on first use: numpy and scipy load
 #: only when statistics are asked for, so loading results stays light.
@@ -92,11 +97,11 @@ class StudyResult(loader.StudyResult):
         :data:`pytest_llem.verdicts.statistics.METRICS`. Further keywords (``confidence``,
         ``n_resamples``, ``seed``) go to :func:`~pytest_llem.verdicts.statistics.summarise_groups`.
         """
-        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
 
-        from pytest_llem.verdicts.statistics import METRICS, summarise_groups
+        from pytest_llem.verdicts import statistics
 
-        return summarise_groups(self.experiments, by, METRICS if metrics is None else metrics, **kw)
+        chosen = statistics.METRICS if metrics is None else metrics
+        return statistics.summarise_groups(self.experiments, by, chosen, **kw)
 
 
 def load_results(path: str | os.PathLike[str]) -> StudyResult:

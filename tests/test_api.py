@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import pytest_llem
-from pytest_llem.errors import LlemError, ResultsNotFound, ResultsUnreadable
 from pytest_llem import StudyResult, load_results
-from pytest_llem.results.manifest import MANIFEST_NAME, Manifest
 from pytest_llem.config.experiment import ExperimentConfig
+from pytest_llem.errors import LlemError, ResultsNotFound, ResultsUnreadable
+from pytest_llem.results.manifest import MANIFEST_NAME, Manifest
 from pytest_llem.results.writer import write_json_atomic
 from tests.results.test_record import build, measurement
 

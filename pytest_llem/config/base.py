@@ -17,4 +17,4 @@ def InvalidCombination(message: str) -> PydanticCustomError:
 class StrictModel(BaseModel):
     """Unknown keys are errors, never silently ignored settings; defaults are validated too."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)

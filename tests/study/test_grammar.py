@@ -530,3 +530,21 @@ def test_missing_file(tmp_path):
     (problem,) = excinfo.value.problems
     assert problem.startswith(f"{path}: cannot read the file")
     assert excinfo.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected"),
+    [
+        ("max_output_tokens: true", "max_output_tokens", "a valid integer"),
+        ('max_input_tokens: "8"', "max_input_tokens", "a valid integer"),
+        ('ignore_eos: "on"', "ignore_eos", "a valid boolean"),
+        ("dataset: {n_prompts: 2.5}", "dataset.n_prompts", "a valid integer"),
+    ],
+)
+def test_values_are_not_coerced_across_types(write, line, key, expected):
+    """A bool is not a number and a string is not a flag: the grammar refuses, naming file, line and key."""
+    path = write(f"model: llem-tiny\n{line}\n")
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:2: {key}") and expected in problem
