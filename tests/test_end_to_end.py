@@ -32,7 +32,7 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pytest.RunRes
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", EXAMPLE.name, "-p", "no:cacheprovider", "-rA",
              "--json-report", "--json-report-file=report.json"],
-            cwd=root, capture_output=True, text=True, timeout=600,
+            check=False, cwd=root, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
         mp.undo()

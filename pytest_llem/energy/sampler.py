@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from typing_extensions import Self
 
 from pytest_llem.energy import _nvml
 
@@ -98,7 +99,7 @@ class TelemetrySampler:
         if self._nvml is not None:
             _nvml.shutdown(self._nvml)
 
-    def __enter__(self) -> TelemetrySampler:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

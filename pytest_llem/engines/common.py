@@ -16,14 +16,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pytest_llem.config.experiment import Precision
-from pytest_llem.engines.protocol import GpuRef
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.naming import closest
+from pytest_llem.results.measurement import GpuInfo
 
 PRECISION_DTYPES: dict[Precision, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-def engine_gpus(count: int) -> list[GpuRef]:
+def engine_gpus(count: int) -> list[GpuInfo]:
     """The first ``count`` GPUs visible to this process, in CUDA order, by NVML UUID.
 
     Raises :class:`EngineUnavailable` when fewer are visible than the cell asks for (a
@@ -48,10 +48,10 @@ def engine_gpus(count: int) -> list[GpuRef]:
                 names.append(_nvml.as_text(nvml.nvmlDeviceGetName(handle)))
         finally:
             _nvml.shutdown(nvml)
-    return [GpuRef(uuid=uuid, name=name, cuda_index=index) for index, (uuid, name) in enumerate(zip(chosen, names))]
+    return [GpuInfo(uuid=uuid, name=name, cuda_index=index) for index, (uuid, name) in enumerate(zip(chosen, names))]
 
 
-def describe_gpus_in_words(gpus: list[GpuRef]) -> str:
+def describe_gpus_in_words(gpus: list[GpuInfo]) -> str:
     """``cuda:0 (NVIDIA H100 80GB HBM3)``, or several joined with ``+``."""
     return " + ".join(f"cuda:{g.cuda_index} ({g.name})" for g in gpus) or "no GPU"
 

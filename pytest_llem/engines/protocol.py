@@ -14,6 +14,7 @@ from pytest_llem.config.engines import ENGINE_SECTIONS, EngineSection
 from pytest_llem.config.experiment import DecodingConfig, Precision
 from pytest_llem.engines.latency import BatchLatencies
 from pytest_llem.errors import LlemError
+from pytest_llem.results.measurement import GpuInfo
 
 #: Set in a cell's process: the path of its ``child.log``, where the engine's own output (and its
 #: worker processes') lands. For choices an engine makes out of reach and only logs.
@@ -55,15 +56,6 @@ class LoadRequest:
 def _engine_of(section: type[Any]) -> str | None:
     """The engine whose section ``section`` is, by the schema's own table; None for any other type."""
     return next((name for name, cls in ENGINE_SECTIONS.items() if cls is section), None)
-
-
-@dataclass(frozen=True)
-class GpuRef:
-    """A GPU a loaded engine runs on; NVML opens it by UUID (NVML ignores CUDA_VISIBLE_DEVICES)."""
-
-    uuid: str
-    name: str
-    cuda_index: int
 
 
 @dataclass
@@ -120,8 +112,8 @@ class Engine(Protocol):
         """Load the model onto its device(s); not measured for energy."""
 
     @property
-    def gpus(self) -> list[GpuRef]:
-        """GPUs this engine runs on after :meth:`load`; empty when it runs on the CPU."""
+    def gpus(self) -> list[GpuInfo]:
+        """GPUs this engine runs on after :meth:`load` (by NVML UUID, which ignores CUDA_VISIBLE_DEVICES); empty on the CPU."""
 
     @property
     def device_description(self) -> str:

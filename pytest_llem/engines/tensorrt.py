@@ -33,9 +33,10 @@ from tensorrt_llm import llmapi
 from pytest_llem.config.engines import TensorrtConfig
 from pytest_llem.engines import common, protocol
 from pytest_llem.engines.common import PRECISION_DTYPES
-from pytest_llem.engines.protocol import BatchResult, GpuRef, LoadRequest
+from pytest_llem.engines.protocol import BatchResult, LoadRequest
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import is_architecture_only
+from pytest_llem.results.measurement import GpuInfo
 
 #: ``LLM`` arguments pytest-llem sets itself, and the study key to use instead.
 OWNED_ARGS: dict[str, str] = {
@@ -63,7 +64,7 @@ class TensorrtEngine:
         self._settings = TensorrtConfig()
         self._sampling: Any = None
         self._sampling_used: dict[str, Any] = {}
-        self._gpus: list[GpuRef] = []
+        self._gpus: list[GpuInfo] = []
         self._parameters: int | None = None
         self._build_time_s = 0.0
         self._engine_args: dict[str, Any] = {}
@@ -126,7 +127,7 @@ class TensorrtEngine:
         self._parameters = None
 
     @property
-    def gpus(self) -> list[GpuRef]:
+    def gpus(self) -> list[GpuInfo]:
         """The first ``tensor_parallel_size`` visible GPUs, found at load through NVML."""
         return list(self._gpus)
 

@@ -33,12 +33,12 @@ from pytest_llem.energy._nvml import nvml_uuid
 from pytest_llem.engines.latency import batch_latencies
 from pytest_llem.engines.protocol import (
     BatchResult,
-    GpuRef,
     LoadRequest,
     count_output_tokens,
 )
 from pytest_llem.errors import EngineUnavailable, LlemError
 from pytest_llem.models.loading import load_causal_lm
+from pytest_llem.results.measurement import GpuInfo
 
 _DTYPES: dict[Precision, torch.dtype] = {
     "fp32": torch.float32,
@@ -93,13 +93,13 @@ class TransformersEngine:
     # -- what the loop asks about ------------------------------------------------------------
 
     @property
-    def gpus(self) -> list[GpuRef]:
+    def gpus(self) -> list[GpuInfo]:
         """The one GPU the model sits on, by NVML-style UUID; empty on the CPU or before load."""
         if self._model is None or self._device.type != "cuda":
             return []
         index = _cuda_index(self._device)
         props = torch.cuda.get_device_properties(index)
-        return [GpuRef(uuid=nvml_uuid(props.uuid), name=str(props.name), cuda_index=index)]
+        return [GpuInfo(uuid=nvml_uuid(props.uuid), name=str(props.name), cuda_index=index)]
 
     @property
     def device_description(self) -> str:

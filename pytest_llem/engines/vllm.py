@@ -61,12 +61,12 @@ from pytest_llem.engines.latency import request_latencies
 from pytest_llem.engines.protocol import (
     CELL_LOG_VARIABLE,
     BatchResult,
-    GpuRef,
     LoadRequest,
     count_output_tokens,
 )
 from pytest_llem.errors import LlemError
 from pytest_llem.models.loading import is_architecture_only
+from pytest_llem.results.measurement import GpuInfo
 
 #: Arguments pytest-llem sets itself, and the study key to use instead of engine_args.
 OWNED_ARGS: dict[str, str] = {
@@ -172,7 +172,7 @@ class VllmEngine:
         self._request: LoadRequest | None = None
         self._settings = VllmConfig()
         self._sampling: Any = None
-        self._gpus: list[GpuRef] = []
+        self._gpus: list[GpuInfo] = []
         self._kwargs: dict[str, Any] = {}
         self._start_time_s: float | None = None
         self._parameters: int | None = None
@@ -241,7 +241,7 @@ class VllmEngine:
     # -- what the loop asks about ------------------------------------------------------------
 
     @property
-    def gpus(self) -> list[GpuRef]:
+    def gpus(self) -> list[GpuInfo]:
         """Every GPU the cell's tensor-parallel group runs on (one per rank)."""
         return list(self._gpus) if self._llm is not None else []
 

@@ -202,7 +202,7 @@ def _open_instruments(
     """Pre-flight the engine's GPUs, open the meter, and start sampling (warm-up included)."""
     from pytest_llem.energy.select import open_meter
 
-    gpus = [GpuInfo(uuid=g.uuid, name=g.name, cuda_index=g.cuda_index) for g in engine.gpus]
+    gpus = engine.gpus
     uuids = [g.uuid for g in gpus]
     interval_s = config.measurement.sample_interval_ms / 1000.0
     state: list[dict[str, Any]] = []

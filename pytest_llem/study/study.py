@@ -94,7 +94,7 @@ class Study:
 
 def is_anchor_key(key: object) -> bool:
     """Top-level keys starting with ``x-`` or ``_`` only hold YAML anchors; they are not fields."""
-    return isinstance(key, str) and (key.startswith("x-") or key.startswith("_"))
+    return isinstance(key, str) and (key.startswith(("x-", "_")))
 
 
 def default_study_name(path: Path) -> str:

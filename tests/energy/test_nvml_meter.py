@@ -324,8 +324,8 @@ def test_an_engines_own_worker_processes_are_not_foreign(fake_nvml: FakeNvml) ->
     process is outside the tree and stays foreign.
     """
     grandparent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen(['sleep', '30']);"
-         " print(p.pid, flush=True); time.sleep(30)"],
+        [sys.executable, "-c", ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '30']);"
+         " print(p.pid, flush=True); time.sleep(30)")],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
