@@ -166,113 +166,165 @@ def _line_key(problem: str, path: Path) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def load_study(path: str | Path) -> Study:
-    """Load, expand and validate a study file; raise :class:`StudyError` listing every problem."""
-    path = Path(path)
-    data, lines = load_study_yaml(path)
-    problems: list[tuple[Path_, str]] = []  # (document path for the line, message)
-    formatted: list[str] = []
+@dataclass
+class _Problems:
+    """Every problem of one file, gathered so that all of them are reported at once.
 
-    def located(where: Path_, message: str) -> str:
-        line = lines.line_of(where)
-        return f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
+    ``located`` are messages whose line is looked up from a document path at the end;
+    ``formatted`` are already ``file:line: ...`` (from pydantic errors).
+    """
 
+    path: Path
+    lines: LineMap
+    located: list[tuple[Path_, str]] = field(default_factory=list)
+    formatted: list[str] = field(default_factory=list)
+
+    def all(self) -> list[str]:
+        out = []
+        for where, message in self.located:
+            line = self.lines.line_of(where)
+            out.append(f"{self.path}:{line}: {message}" if line is not None else f"{self.path}: {message}")
+        return sorted(dict.fromkeys(out + self.formatted), key=lambda p: _line_key(p, self.path))
+
+
+def _header(data: dict[str, Any], problems: _Problems) -> tuple[ExecutionConfig, str | None, str | None]:
+    """The study-only keys: ``execution``, ``name`` and the ``id`` template."""
     try:
         execution = ExecutionConfig.model_validate(data.get("execution") or {})
     except ValidationError as exc:
-        formatted += validation_problems(exc, file=path, lines=lines, root_model=ExecutionConfig, loc_prefix=("execution",))
+        problems.formatted += validation_problems(
+            exc, file=problems.path, lines=problems.lines, root_model=ExecutionConfig, loc_prefix=("execution",)
+        )
         execution = ExecutionConfig()
-
     name = data.get("name")
     template = data.get("id")
     if name is not None and not isinstance(name, str):
-        problems.append((("name",), f"name: expected a string, got {name!r}"))
+        problems.located.append((("name",), f"name: expected a string, got {name!r}"))
+        name = None
     if template is not None and not isinstance(template, str):
-        problems.append((("id",), f"id: expected a template string such as '{{engine}}-bs{{transformers.batch_size}}', got {template!r}"))
+        problems.located.append((("id",), f"id: expected a template string such as '{{engine}}-bs{{transformers.batch_size}}', got {template!r}"))
         template = None
+    return execution, name, template
 
+
+@dataclass
+class _Cells:
+    """The sweep expanded: shared fields, the study's engines, and one raw cell per configuration."""
+
+    shared: dict[str, Any]
+    engines: list[str]
+    raw: list[RawCell]
+    swept: bool
+
+
+def _expand(data: dict[str, Any], problems: _Problems) -> _Cells:
+    """Shared fields, engines, sweep axes and explicit experiments, as raw cells in declaration order."""
     shared = expand_dotted_keys({k: v for k, v in data.items() if k not in STUDY_ONLY_KEYS and not is_anchor_key(k)})
-    dimensions, engine_axis = parse_sweep(data.get("sweep"), problems)
-    engines = _engines(shared, engine_axis, problems)
+    dimensions, engine_axis = parse_sweep(data.get("sweep"), problems.located)
+    engines = _engines(shared, engine_axis, problems.located)
     for dimension in dimensions:
         if dimension.scope is not None and dimension.scope not in engines:
-            problems.append(
+            problems.located.append(
                 (("sweep", dimension.name), f"sweep.{dimension.name}: applies to {dimension.scope} cells, but the study has no {dimension.scope} cells (engine: {', '.join(engines) or 'none'})")
             )
-
     # With no valid engine (already reported), still validate the other fields: every problem at once.
     cell_engines = engines or [ENGINE_NAMES[0]]
-    explicit = parse_experiments(data.get("experiments"), cell_engines, problems)
+    explicit = parse_experiments(data.get("experiments"), cell_engines, problems.located)
     swept = bool(dimensions) or engine_axis is not None
     raw_cells = expand_sweep(cell_engines, dimensions) if (swept or not explicit) else []
-    raw_cells += explicit
+    return _Cells(shared, engines, raw_cells + explicit, swept)
 
-    configurations: list[Configuration] = []
-    for index, cell in enumerate(raw_cells):
-        merged = deep_merge(shared, {"engine": cell.engine})
-        for override in cell.overrides:
-            set_dotted(merged, override.path, override.value)
-        config: ExperimentConfig | None = None
-        skip_reason: str | None = None
-        try:
-            config = ExperimentConfig.model_validate(merged)
-        except ValidationError as exc:
-            combos = [e for e in exc.errors(include_url=False) if e["type"] == INVALID_COMBINATION]
-            others = [e for e in exc.errors(include_url=False) if e["type"] != INVALID_COMBINATION]
-            for error in others:
-                loc = tuple(error["loc"])
-                origin = _source_of(loc, cell.overrides)
-                if origin is None and cell.source == "experiments" and lines.exact(cell.origin + loc) is not None:
-                    origin = cell.origin + loc
-                # Otherwise the value is a shared field, written at the top level next to the study keys.
-                root = ExperimentConfig if origin is not None else StudyDocument
-                formatted.append(format_error(error, file=path, lines=lines, root_model=root, source_path=origin))
-            if not others:
-                skip_reason = "; ".join(e["msg"] for e in combos)
-        if config is not None:
-            lookup = _flat_lookup(config.model_dump(mode="json"))
-        else:  # a skipped cell: its values over the defaults, so an id template still finds every field
-            lookup = _flat_lookup(deep_merge(ExperimentConfig.model_validate({}).model_dump(mode="json"), merged))
-        if template:
-            missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
-            for field_name in missing:
-                problems.append((("id",), f"id: template field {{{field_name}}} is not an experiment field{suggest(field_name, sorted(lookup))}"))
-            if missing:
-                template = None
-        config_id = _config_id(cell, engines, template, lookup, str(merged.get("model", "model")))
-        first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or (("sweep",) if swept else ()))
-        configurations.append(
-            Configuration(
-                index=index,
-                config_id=config_id,
-                engine=cell.engine,
-                raw=merged,
-                config=config,
-                skip_reason=skip_reason,
-                swept={**({"engine": cell.engine} if len(engines) > 1 else {}), **{o.path: o.value for o in cell.overrides if o.in_id}},
-                line=lines.line_of(first_origin) or 1,
-                config_hash=measurement_config_hash(config) if config is not None else None,
-                expect_lines=_expect_lines(config, cell, lines),
-            )
-        )
 
+def _validate_cell(cell: RawCell, merged: dict[str, Any], problems: _Problems) -> tuple[ExperimentConfig | None, str | None]:
+    """The cell's config, or why it is skipped (an invalid combination); other errors are the file's."""
+    try:
+        return ExperimentConfig.model_validate(merged), None
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    combos = [e for e in errors if e["type"] == INVALID_COMBINATION]
+    others = [e for e in errors if e["type"] != INVALID_COMBINATION]
+    for error in others:
+        loc = tuple(error["loc"])
+        origin = _source_of(loc, cell.overrides)
+        if origin is None and cell.source == "experiments" and problems.lines.exact(cell.origin + loc) is not None:
+            origin = cell.origin + loc
+        # Otherwise the value is a shared field, written at the top level next to the study keys.
+        root = ExperimentConfig if origin is not None else StudyDocument
+        problems.formatted.append(format_error(error, file=problems.path, lines=problems.lines, root_model=root, source_path=origin))
+    return None, ("; ".join(e["msg"] for e in combos) if not others else None)
+
+
+def _configuration(index: int, cell: RawCell, cells: _Cells, template: str | None, problems: _Problems) -> tuple[Configuration, str | None]:
+    """One configuration of the study; returns the id template still in use (dropped once it names an unknown field)."""
+    merged = deep_merge(cells.shared, {"engine": cell.engine})
+    for override in cell.overrides:
+        set_dotted(merged, override.path, override.value)
+    config, skip_reason = _validate_cell(cell, merged, problems)
+    if config is not None:
+        lookup = _flat_lookup(config.model_dump(mode="json"))
+    else:  # a skipped cell: its values over the defaults, so an id template still finds every field
+        lookup = _flat_lookup(deep_merge(ExperimentConfig.model_validate({}).model_dump(mode="json"), merged))
+    if template:
+        missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
+        for field_name in missing:
+            problems.located.append((("id",), f"id: template field {{{field_name}}} is not an experiment field{suggest(field_name, sorted(lookup))}"))
+        if missing:
+            template = None
+    config_id = _config_id(cell, cells.engines, template, lookup, str(merged.get("model", "model")))
+    first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or (("sweep",) if cells.swept else ()))
+    configuration = Configuration(
+        index=index,
+        config_id=config_id,
+        engine=cell.engine,
+        raw=merged,
+        config=config,
+        skip_reason=skip_reason,
+        swept={**({"engine": cell.engine} if len(cells.engines) > 1 else {}), **{o.path: o.value for o in cell.overrides if o.in_id}},
+        line=problems.lines.line_of(first_origin) or 1,
+        config_hash=measurement_config_hash(config) if config is not None else None,
+        expect_lines=_expect_lines(config, cell, problems.lines),
+    )
+    return configuration, template
+
+
+def _duplicate_ids(configurations: list[Configuration], path: Path) -> list[str]:
+    """Two cells with one id is an error of the file, listing the clashing cells: never silent suffixes."""
     by_id: dict[str, list[Configuration]] = {}
     for configuration in configurations:
         by_id.setdefault(configuration.config_id, []).append(configuration)
+    out = []
     for config_id, clashing in by_id.items():
         if len(clashing) > 1:
             described = "; ".join(
                 f"line {c.line}: " + (", ".join(f"{k}={v!r}" for k, v in c.swept.items()) or "(shared fields only)")
                 for c in clashing
             )
-            formatted.append(
+            out.append(
                 f"{path}:{clashing[0].line}: duplicate cell id {config_id!r} for {len(clashing)} cells ({described});"
                 " give them distinct `id:` values or an `id:` template"
             )
+    return out
 
-    formatted = [located(where, message) for where, message in problems] + formatted
-    if formatted:
-        raise StudyError(str(path), sorted(dict.fromkeys(formatted), key=lambda p: _line_key(p, path)))
+
+def load_study(path: str | Path) -> Study:
+    """Load, expand and validate a study file; raise :class:`StudyError` listing every problem.
+
+    The phases: read the YAML with its line map, the study-only header, the sweep expanded to
+    raw cells, each cell validated into a :class:`Configuration`, ids checked for clashes; then
+    either every problem at once, or the study.
+    """
+    path = Path(path)
+    data, lines = load_study_yaml(path)
+    problems = _Problems(path, lines)
+    execution, name, template = _header(data, problems)
+    cells = _expand(data, problems)
+    configurations: list[Configuration] = []
+    for index, cell in enumerate(cells.raw):
+        configuration, template = _configuration(index, cell, cells, template, problems)
+        configurations.append(configuration)
+    problems.formatted += _duplicate_ids(configurations, path)
+    if found := problems.all():
+        raise StudyError(str(path), found)
     if configurations and not any(c.runnable for c in configurations):
         reasons = sorted({c.skip_reason or "" for c in configurations})
         raise StudyError(str(path), [f"{path}: every cell of the study is an invalid combination: " + " | ".join(reasons)])
