@@ -22,6 +22,7 @@ from pytest_llem.results.writer import (
     cell_dir_name,
     contained,
     make_study_dir,
+    utc_iso,
     write_json_atomic,
 )
 from pytest_llem.runner.envelope import CellTask
@@ -146,9 +147,10 @@ class StudyRun:
         idle_reason = self._prepare_idle_power(config, baselines, results_root)
         cell_dir = self.cell_dir(cell)
         self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir))
+        started_at = utc_iso(precise=True)
         report = self._measure(cell, config, cell_dir, baselines, gpu_uuid)
         idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
-        record = self._write_record(cell, config, cell_dir, report, idle)
+        record = self._write_record(cell, config, cell_dir, report, idle, (started_at, utc_iso(precise=True)))
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
 
     def _relative(self, cell_dir: Path) -> str:
@@ -209,7 +211,7 @@ class StudyRun:
 
     def _write_record(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
-        idle: CellIdlePower,
+        idle: CellIdlePower, span: tuple[str, str],
     ) -> dict[str, Any]:  # fmt: skip
         """result.json and effective_config.json, then the manifest says the cell completed."""
         config_hash = cell.configuration.config_hash
@@ -223,6 +225,8 @@ class StudyRun:
             position=cell.position,
             nodeid=cell.nodeid,
             cell_wall_time_s=report.wall_time_s,
+            cell_started_at=span[0],
+            cell_ended_at=span[1],
         )
         record = build_result(
             experiment_id=cell.experiment_id(self.study),

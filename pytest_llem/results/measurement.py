@@ -148,3 +148,5 @@ class CellIdentity(_Figures):
     position: int
     nodeid: str
     cell_wall_time_s: float
+    cell_started_at: str = Field(description="UTC, ISO 8601: when the parent spawned the cell's child.")
+    cell_ended_at: str = Field(description="UTC, ISO 8601: when the child's measurement reached the parent.")

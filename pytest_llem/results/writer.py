@@ -71,8 +71,9 @@ def utc_stamp(moment: datetime | None = None) -> str:
     return (moment or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H-%M-%S")
 
 
-def utc_iso(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+def utc_iso(moment: datetime | None = None, precise: bool = False) -> str:
+    """UTC in ISO 8601, to the second (to the millisecond with ``precise``: cells of parallel workers)."""
+    return (moment or datetime.now(timezone.utc)).isoformat(timespec="milliseconds" if precise else "seconds")
 
 
 def contained(root: Path, name: str) -> Path:

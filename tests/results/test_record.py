@@ -85,6 +85,7 @@ def measurement(**overrides: Any) -> dict[str, Any]:
 IDENTITY: dict[str, Any] = {
     "study_name": "demo", "study_design_hash": None, "config_id": "cfg0", "cycle": 0, "position": 1,
     "nodeid": "demo.llem.yaml::cfg0::c0", "cell_wall_time_s": 20.0,
+    "cell_started_at": "2026-11-30T00:00:00.000+00:00", "cell_ended_at": "2026-11-30T00:00:20.000+00:00",
 }  # fmt: skip
 
 
