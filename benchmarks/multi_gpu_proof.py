@@ -9,7 +9,7 @@ Steps of ``run`` (each a plain ``pytest`` command, printed before it runs, its o
 2. ``tp``: ``benchmarks/studies/tensor-parallel.llem.yaml`` (vLLM, TP 1 and TP 2, two cycles).
 3. ``tp-under-xdist``: the TP-2 cell under ``-n 2`` (each worker holds one GPU): refused or not.
 4. ``pool-n2``: ``benchmarks/studies/multi-gpu-pool.llem.yaml -n 2 --dist loadscope``.
-5. ``pool-serial``: the same study on GPU 0 alone (``CUDA_VISIBLE_DEVICES=0``).
+5. ``pool-serial``: the same study on one GPU alone (``CUDA_VISIBLE_DEVICES`` = ``$PROOF_SERIAL_GPU``, 0 by default).
 
 Run from the repository root with the plugin importable (PYTHONPATH and ``-p pytest_llem.plugin``,
 as ``shared/gpu/README.md`` shows). Wall times per step go to DIR/steps.json.
@@ -35,7 +35,7 @@ STEPS: dict[str, tuple[list[str], dict[str, str]]] = {
     "tp": (["benchmarks/studies/tensor-parallel.llem.yaml"], {}),
     "tp-under-xdist": (["benchmarks/studies/tensor-parallel.llem.yaml", "-n", "2", "-k", "tp2 and c0"], {}),
     "pool-n2": (["benchmarks/studies/multi-gpu-pool.llem.yaml", "-n", "2", "--dist", "loadscope"], {}),
-    "pool-serial": (["benchmarks/studies/multi-gpu-pool.llem.yaml"], {"CUDA_VISIBLE_DEVICES": "0"}),
+    "pool-serial": (["benchmarks/studies/multi-gpu-pool.llem.yaml"], {"CUDA_VISIBLE_DEVICES": os.environ.get("PROOF_SERIAL_GPU", "0")}),
 }
 
 
