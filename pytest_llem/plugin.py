@@ -127,6 +127,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_JsonReportHooks(config), "llem-json-report")
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with studies = one worker per visible GPU; None leaves the choice to xdist.
+
+    At module level, not with the other xdist hooks: xdist asks in its own ``pytest_cmdline_main``,
+    before ``pytest_configure`` has registered those (and before there is a session).
+    """
+    if not any(is_study_file(a) for a in config.args):
+        return None
+    from pytest_llem.energy._nvml import visible_gpu_uuids
+
+    return len(visible_gpu_uuids()[0]) or None
+
+
 def _session(config: pytest.Config) -> LlemSession:
     from pytest_llem.session import session_of
 

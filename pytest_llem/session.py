@@ -340,12 +340,6 @@ class LlemSession:
                 f" worker its own GPU; use -n {len(pool)} or -n auto"
             )
 
-    def auto_num_workers(self) -> int | None:
-        """``-n auto`` with studies = one worker per GPU; None leaves the choice to xdist."""
-        if self._names_studies() and self.gpu_pool():
-            return len(self.gpu_pool())
-        return None
-
     def worker_input(self, gateway_id: str) -> dict[str, Any]:
         """What the controller hands worker ``gwN``: the session's stamp and the N-th GPU (or None)."""
         from pytest_llem.results.writer import utc_stamp

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_llem.session import SESSION_KEY, session_of
+from pytest_llem.session import session_of
 
 
 class XdistHooks:
@@ -22,12 +22,6 @@ class XdistHooks:
     def pytest_configure(self, config: pytest.Config) -> None:
         # Called as this object is registered, from the plugin's own pytest_configure.
         session_of(config).check_worker_count()
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
-        """``-n auto`` with studies = one worker per GPU."""
-        session = config.stash.get(SESSION_KEY, None)  # the session starts at pytest_configure
-        return None if session is None else session.auto_num_workers()
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput.update(session_of(node.config).worker_input(str(node.gateway.id)))

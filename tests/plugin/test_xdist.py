@@ -85,3 +85,15 @@ def test_more_workers_than_gpus_is_a_usage_error(pytester: pytest.Pytester, two_
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "3", "gpus.llem.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*-n 3 asks for more workers than the 2 GPU(s) visible*"])
+
+
+def test_n_auto_is_one_worker_per_gpu(pytester: pytest.Pytester, two_fake_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdist asks for the worker count before pytest_configure: the answer must be there already.
+
+    One GPU on a 2-core machine: xdist's own answer (the CPU count) would be refused as too many.
+    """
+    monkeypatch.setenv("LLEM_FAKE_NVML", json.dumps({"gpus": [{"uuid": "GPU-fake-0", "name": "Fake H100", "power_w": 70.0}]}))
+    write_study(pytester.path, "gpus.llem.yaml", STUDY.replace("measurement:\n", "measurement:\n  baseline: {duration_seconds: 1}\n"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "auto", "gpus.llem.yaml")
+    result.stdout.fnmatch_lines(["*1 worker*"])
+    result.assert_outcomes(passed=4)
