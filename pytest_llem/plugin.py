@@ -102,9 +102,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="What a cell whose engine cannot run here does (package not installed, too few GPUs):"
         " fail (default) or skip, with the reason either way. Also the ini key llem_missing_engine.",
     )
+    group.addoption(
+        "--llem-inconclusive",
+        dest="llem_inconclusive",
+        choices=("pass", "fail"),
+        default=None,
+        help="What a configuration whose cycles cannot decide a --llem-compare-fail rule does to the session:"
+        " pass (default; reported with the cycles that would decide it) or fail. Also the ini key llem_inconclusive.",
+    )
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
     parser.addini(
         "llem_missing_engine", "fail or skip: cells whose engine cannot run here (default fail).", default="fail"
+    )
+    parser.addini(
+        "llem_inconclusive", "pass or fail: configurations the regression gate cannot decide (default pass).", default="pass"
     )
     parser.addini("llem_limits", "Limits every cell must meet (one METRIC.max:N per line).", type="linelist", default=[])
 

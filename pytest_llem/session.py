@@ -68,6 +68,7 @@ class LlemSession:
         self.cli_limits: list[Limit] = _command_line_limits(config)
         self.compare_rules: list[CompareRule] = _compare_rules(config)
         self.missing_engine_policy()
+        self.inconclusive_policy()
         self.gate_lines: list[str] = []  # the regression section of the terminal summary
         # Under pytest-xdist the controller hands every worker one stamp (so they share each
         # study's directory) and one GPU; serially both are this process's own.
@@ -265,7 +266,15 @@ class LlemSession:
             any_hardware=bool(self.config.getoption("llem_compare_any_hardware")),
             compare="last" if self.config.getoption("llem_compare") == "last" else "stored",
             update=bool(self.config.getoption("llem_baseline_update")),
+            inconclusive="fail" if self.inconclusive_policy() == "fail" else "pass",
         )
+
+    def inconclusive_policy(self) -> str:
+        """``--llem-inconclusive``, else the ini key, else pass; a bad ini value is a usage error."""
+        chosen = self.config.getoption("llem_inconclusive") or self.config.getini("llem_inconclusive") or "pass"
+        if chosen not in ("pass", "fail"):
+            raise pytest.UsageError(f"llem_inconclusive must be 'pass' or 'fail', got {chosen!r}")
+        return str(chosen)
 
     def _cache(self) -> Cache | None:
         """pytest's cache, or None under ``-p no:cacheprovider`` (then ``config.cache`` is never set)."""

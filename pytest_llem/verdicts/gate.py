@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pytest_llem.verdicts import stored
-from pytest_llem.verdicts.compare import CompareRule, judge, values_by_config
+from pytest_llem.verdicts.compare import CompareRule, Verdict, judge, values_by_config
+from pytest_llem.verdicts.decision import holm, holm_adjusted
 
 if TYPE_CHECKING:
     from pytest_llem.verdicts.finalize import FinalizedStudy
@@ -28,6 +29,7 @@ class GateOptions:
     any_hardware: bool = False  # comparing with a baseline of other hardware is allowed
     compare: Literal["stored", "last"] = "stored"  # the stored baseline, or the last run's cached figures
     update: bool = False  # store this run's figures as the baseline
+    inconclusive: Literal["pass", "fail"] = "pass"  # what a verdict the cycles cannot decide does to the session
 
 
 class Cache(Protocol):
@@ -64,65 +66,98 @@ def _last(cache: Cache | None, name: str, finger: str, any_hardware: bool) -> tu
     return saved, "compared with the last run (pytest cache)"
 
 
+@dataclass
+class _StudyComparison:
+    """One study's verdicts, with the lines that come before them."""
+
+    name: str
+    notes: list[str]
+    verdicts: list[Verdict]
+    refused: bool = False
+
+
 def run_gate(
     options: GateOptions, studies: list[FinalizedStudy], rules: list[CompareRule], cache: Cache | None = None
 ) -> tuple[int, list[str]]:
     """``(failures, report lines)`` over every study of the session.
 
-    ``cache`` is where ``--llem-compare=last`` finds the previous run (None: pytest's cache is off).
+    Regressions are decided over the whole session at once (Holm's correction over every
+    configuration and rule), so a session's chance of failing without a real change beyond the
+    tolerance stays at most 5 % however many configurations it has. ``cache`` is where
+    ``--llem-compare=last`` finds the previous run (None: pytest's cache is off).
     """
-    failures = 0
-    lines: list[str] = []
+    comparisons: list[_StudyComparison] = []
+    stored_lines: list[str] = []
     for study in studies:
         records = _passing(study.result.experiments, study.result.manifest)
         name = study.result.study_name
         if rules:
-            cycles = (study.result.measurement_protocol or {}).get("n_cycles") or 0
-            found, compared = _compare(options, cache, name, cycles, records, rules)
-            failures += found
-            lines += compared
+            comparisons.append(_compare(options, cache, name, records, rules))
         if options.update and records:
             path = stored.store(options.baseline_root, name, records)
-            lines.append(f"{name}: baseline stored in {path}")
-    regressed = [line for line in lines if line.endswith("REGRESSED")]
+            stored_lines.append(f"{name}: baseline stored in {path}")
+    _decide_regressions([v for c in comparisons for v in c.verdicts])
+    failures = 0
+    lines: list[str] = []
+    for comparison in comparisons:
+        lines += [f"{comparison.name}: {note}" for note in comparison.notes]
+        failures += comparison.refused
+        for verdict in comparison.verdicts:
+            lines.append(f"{comparison.name}: {verdict.line()}")
+            failures += _fails(verdict, options)
+    lines += stored_lines
+    regressed = [v.config_id for c in comparisons for v in c.verdicts if v.status == "regressed"]
     if regressed:
-        lines.insert(0, f"{len(regressed)} regression(s): " + "; ".join(line.split(":")[1].strip() for line in regressed))
+        lines.insert(0, f"{len(regressed)} regression(s): " + "; ".join(regressed))
     return failures, lines
 
 
+def _decide_regressions(verdicts: list[Verdict]) -> None:
+    """Holm's correction over every tested verdict of the session; the rejected ones regressed."""
+    tested = [v for v in verdicts if v.evidence is not None]
+    p_values = [v.evidence.p_value for v in tested if v.evidence is not None]
+    for verdict, rejected, adjusted in zip(tested, holm(p_values), holm_adjusted(p_values)):
+        verdict.p_adjusted = adjusted
+        if rejected:
+            verdict.status = "regressed"
+
+
+def _fails(verdict: Verdict, options: GateOptions) -> bool:
+    """Whether a verdict fails the session under the options."""
+    if verdict.status in ("regressed", "missing"):
+        return True  # a figure that broke while a baseline exists is never a pass
+    if verdict.status in ("new", "unjudgeable"):
+        return options.required
+    return verdict.status == "inconclusive" and options.inconclusive == "fail"
+
+
 def _compare(
-    options: GateOptions, cache: Cache | None, name: str, cycles: int, records: list[dict[str, Any]],
-    rules: list[CompareRule],
-) -> tuple[int, list[str]]:  # fmt: skip
-    """``(failures, report lines)`` of one study against its baseline, rule by rule and configuration by configuration."""
-    failures = 0
-    lines: list[str] = []
-    if cycles < 4:
-        lines.append(
-            f"{name}: only {cycles} cycle(s): a one-sided Mann-Whitney test needs 4 or more per side to reach"
-            " p < 0.05, so this study's gate cannot fail on a regression"
-        )
+    options: GateOptions, cache: Cache | None, name: str, records: list[dict[str, Any]], rules: list[CompareRule]
+) -> _StudyComparison:
+    """One study against its baseline, rule by rule and configuration by configuration."""
     if options.compare == "last":
         saved, note = _last(cache, name, stored.fingerprint(records), options.any_hardware)
     else:
         saved, note = stored.load(options.baseline_root, stored.fingerprint(records), name, options.any_hardware)
-    if note:
-        lines.append(f"{name}: {note}")
+    comparison = _StudyComparison(name, [note] if note else [], [])
     if saved is None and note and not options.any_hardware:
-        lines.append(f"{name}: REFUSED (no comparable baseline)")
-        return failures + 1, lines
+        comparison.notes.append("REFUSED (no comparable baseline)")
+        comparison.refused = True
+        return comparison
     if saved is not None:
         diffs = stored.software_differences(saved, records)
         if diffs:
-            lines.append(f"{name}: software differs from the baseline: {'; '.join(diffs)}")
+            comparison.notes.append(f"software differs from the baseline: {'; '.join(diffs)}")
+    configs: dict[str, Any] = (saved or {}).get("configs") or {}
+    hashes = {r["config_id"]: r.get("measurement_config_hash") for r in records}
     for rule in rules:
         current = values_by_config(records, rule.metric)
         for config_id in dict.fromkeys(r["config_id"] for r in records):
-            before = None if saved is None else (saved["configs"].get(config_id) or {}).get(rule.metric)
-            if saved is not None and before is None and config_id in saved["configs"]:
-                before = []  # stored, but without this metric: incomplete
-            verdict = judge(config_id, rule, before, current.get(config_id, []))
-            lines.append(f"{name}: {verdict.line()}")
-            if verdict.status == "regressed" or (verdict.status == "new" and options.required):
-                failures += 1
-    return failures, lines
+            entry = configs.get(config_id) if saved is not None else None
+            before = None if entry is None else (entry.get(rule.metric) or [])
+            verdict = judge(
+                config_id, rule, before, current.get(config_id, []),
+                stored_hash=(entry or {}).get("measurement_config_hash"), current_hash=hashes.get(config_id),
+            )  # fmt: skip
+            comparison.verdicts.append(verdict)
+    return comparison

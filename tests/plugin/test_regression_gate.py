@@ -48,7 +48,7 @@ def test_the_whole_baseline_workflow(pytester: pytest.Pytester, stub_transformer
 
     unchanged = run(pytester, RULE)  # same speed, noisy: must not fail
     assert unchanged.ret == 0
-    unchanged.stdout.fnmatch_lines(["*gate: stub-ok-transformers: avg_tokens_per_second.median * OK*"])
+    unchanged.stdout.re_match_lines([r".*gate: stub-ok-transformers: avg_tokens_per_second\.median .* (PASS|INCONCLUSIVE.*)$"])
 
     monkeypatch.setenv("LLEM_STUB_STEP_SLEEP", "0.02")  # ten times slower per step
     slower = run(pytester, RULE)
@@ -71,7 +71,7 @@ def test_comparing_across_hardware_is_refused(pytester: pytest.Pytester, stub_tr
     refused.stdout.fnmatch_lines(["*baseline exists only for other hardware (1x-Fake_GPU-700W)*refused*"])
     allowed = run(pytester, RULE, "--llem-compare-any-hardware", *workers)
     assert allowed.ret == 0
-    allowed.stdout.fnmatch_lines(["*gate: only 1 cycle(s): a one-sided Mann-Whitney test needs 4 or more*"])
+    allowed.stdout.fnmatch_lines(["*gate: compared across hardware (1x-Fake_GPU-700W)*", "*gate: stub-ok-transformers: NEW (avg_tokens_per_second)*"])
 
 
 @pytest.mark.parametrize("text", ["median", "avg_tokens_per_second.avg:5%", "mj_per_tok.median:5%"])
@@ -90,7 +90,8 @@ def test_compare_with_the_last_run_from_the_pytest_cache(
     assert pytester.runpytest_subprocess(*last).ret == 0  # nothing cached yet: NEW
     same = pytester.runpytest_subprocess(*last)
     assert same.ret == 0
-    same.stdout.fnmatch_lines(["*gate: compared with the last run (pytest cache)*", "*stub-ok-transformers: * OK*"])
+    same.stdout.fnmatch_lines(["*gate: compared with the last run (pytest cache)*"])
+    same.stdout.re_match_lines([r".*stub-ok-transformers: .* (PASS|INCONCLUSIVE.*)$"])
     monkeypatch.setenv("LLEM_STUB_STEP_SLEEP", "0.02")
     slower = pytester.runpytest_subprocess(*last)
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
