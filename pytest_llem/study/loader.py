@@ -1,12 +1,13 @@
 """Reading study files: safe YAML with line numbers, and errors a person can act on.
 
-Only ``yaml.SafeLoader`` is used, so a study file can never build arbitrary Python objects;
+Only ``yaml.SafeLoader`` is used (:class:`StudyLoader`, which adds YAML 1.2's numbers), so a study file can never build arbitrary Python objects;
 anchors, aliases and merge keys (``<<: *defaults``) work as in any YAML file. The loader keeps
 the line of every key so that each problem points at the place to edit.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,29 @@ from pytest_llem.errors import StudyError
 from pytest_llem.naming import suggest
 
 Path_ = tuple[str | int, ...]
+
+
+class StudyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e6`` and ``1.0e12`` as numbers, as YAML 1.2 does.
+
+    PyYAML follows YAML 1.1, where an exponent needs a sign and a dot (``1.0e+12``); otherwise the
+    value is a string, which the strict schema then refuses as "not a number" although the user
+    wrote one.
+    """
+
+
+StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
 
 
 class LineMap:
@@ -69,8 +93,8 @@ def load_study_yaml(path: Path) -> tuple[dict[str, Any], LineMap]:
         raise StudyError(str(path), [f"{path}: cannot read the file: {exc.strerror or exc}"]) from None
     lines = LineMap()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=StudyLoader)
+        data = yaml.load(text, Loader=StudyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -548,3 +548,72 @@ def test_values_are_not_coerced_across_types(write, line, key, expected):
         load_study(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:2: {key}") and expected in problem
+
+
+# --------------------------------------------------------------------------- measurement validity and GPU counts
+
+
+def test_cross_check_fail_tolerance_defaults_above_the_warning(load):
+    study = load("model: llem-tiny\n")
+    measurement = study.configurations[0].config.measurement
+    assert measurement.cross_check_tolerance == 0.05 and measurement.cross_check_fail_tolerance == 0.25
+
+
+def test_cross_check_fail_tolerance_below_the_warning_is_an_error(problems):
+    path, found = problems(
+        "model: llem-tiny\nmeasurement:\n  cross_check_tolerance: 0.1\n  cross_check_fail_tolerance: 0.05\n"
+    )
+    assert len(found) == 1
+    assert found[0].startswith(f"{path}:2: measurement:")
+    assert "cross_check_fail_tolerance (0.05) must be at least measurement.cross_check_tolerance (0.1)" in found[0]
+
+
+def test_pipeline_parallel_size_is_a_study_key_of_vllm_and_tensorrt(load):
+    study = load("model: llem-tiny\nengine: vllm\nvllm: {tensor_parallel_size: 2, pipeline_parallel_size: 3}\n")
+    vllm = study.configurations[0].config.vllm
+    assert vllm.pipeline_parallel_size == 3 and vllm.gpu_count == 6
+    study = load("model: llem-tiny\nengine: tensorrt\ntensorrt.pipeline_parallel_size: 2\n")
+    assert study.configurations[0].config.tensorrt.gpu_count == 2
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "advice"),
+    [
+        ("vllm", "pipeline_parallel_size", "repeats pipeline_parallel_size: set vllm.pipeline_parallel_size instead"),
+        ("vllm", "data_parallel_size", "data_parallel_size changes the GPUs the engine runs on, and every GPU must"),
+        ("vllm", "data_parallel_size", "must be metered: not supported: data parallelism"),
+        ("vllm", "data_parallel_size_local", "data_parallel_size_local changes the GPUs the engine runs on"),
+        ("vllm", "data_parallel_rank", "not supported: data parallelism"),
+        ("vllm", "prefill_context_parallel_size", "not supported: prefill context parallelism"),
+        ("vllm", "nnodes", "not supported: a cell meters the GPUs of its own host only"),
+        ("vllm", "enable_elastic_ep", "not supported: elastic expert parallelism"),
+        ("tensorrt", "pipeline_parallel_size", "repeats pipeline_parallel_size: set tensorrt.pipeline_parallel_size"),
+        ("tensorrt", "moe_expert_parallel_size", "moe_expert_parallel_size changes the GPUs the engine runs on"),
+        ("tensorrt", "context_parallel_size", "not supported: context parallelism"),
+        ("tensorrt", "gpus_per_node", "not supported: a cell meters the GPUs of its own host only"),
+        ("tensorrt", "auto_parallel_world_size", "not supported: auto parallelism"),
+    ],
+)
+def test_engine_args_that_change_the_gpu_count_are_errors_of_the_file(problems, section, key, advice):
+    # Once forwarded: vLLM ran on more GPUs than the meter read and the idle baseline covered.
+    path, found = problems(f"model: llem-tiny\nengine: {section}\n{section}:\n  engine_args: {{{key}: 2}}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{path}:3: {section}: {section}.engine_args"), found[0]
+    assert advice in found[0], found[0]
+
+
+def test_engine_args_that_keep_the_gpu_count_still_pass(load):
+    study = load(
+        "model: llem-tiny\nengine: vllm\nvllm:\n"
+        "  engine_args: {distributed_executor_backend: mp, decode_context_parallel_size: 1, max_model_len: 512}\n"
+    )
+    assert study.configurations[0].config.vllm.engine_args["distributed_executor_backend"] == "mp"
+
+
+def test_numbers_in_scientific_notation_are_numbers(load):
+    """PyYAML's YAML 1.1 reads 1.0e12 as a string; the study grammar reads it as YAML 1.2 does."""
+    study = load("model: llem-tiny\nexpect:\n  avg_tokens_per_second: {min: 1.0e12}\n  mj_per_tok_total: {max: 5e2}\n")
+    config = study.configurations[0].config
+    assert config is not None
+    assert config.expect["avg_tokens_per_second"].min == 1.0e12
+    assert config.expect["mj_per_tok_total"].max == 500.0
