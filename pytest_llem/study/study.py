@@ -38,6 +38,7 @@ from pytest_llem.study.sweep import (
     expand_sweep,
     parse_experiments,
     parse_sweep,
+    scope_problems,
     set_dotted,
 )
 
@@ -222,11 +223,7 @@ def _expand(data: dict[str, Any], problems: _Problems) -> _Cells:
     shared = expand_dotted_keys({k: v for k, v in data.items() if k not in STUDY_ONLY_KEYS and not is_anchor_key(k)})
     dimensions, engine_axis = parse_sweep(data.get("sweep"), problems.located)
     engines = _engines(shared, engine_axis, problems.located)
-    for dimension in dimensions:
-        if dimension.scope is not None and dimension.scope not in engines:
-            problems.located.append(
-                (("sweep", dimension.name), f"sweep.{dimension.name}: applies to {dimension.scope} cells, but the study has no {dimension.scope} cells (engine: {', '.join(engines) or 'none'})")
-            )
+    problems.located += scope_problems(dimensions, engines)
     # With no valid engine (already reported), still validate the other fields: every problem at once.
     cell_engines = engines or [ENGINE_NAMES[0]]
     explicit = parse_experiments(data.get("experiments"), cell_engines, problems.located)

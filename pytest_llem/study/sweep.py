@@ -8,6 +8,9 @@ Grammar, in short (the README has the long form):
 * a **group** is a key whose value is a list of mappings, each an alternative set of
   overrides; ``{}`` is "no override"; a list inside an entry is a small grid of its own.
   When the key names a section (``decoding``, ``vllm``...), entry keys are relative to it;
+* scopes are per **alternative**: one that names keys of an engine's section applies, with
+  its shared fields, to that engine's cells only (others are not multiplied by it); one with
+  no engine's keys (``{}`` included) applies to every engine; naming two engines is an error;
 * ``engine`` may be a list (at the top level or as an axis): one family of cells per engine;
 * ``experiments:`` adds explicit cells, deep-merged over the shared fields.
 """
@@ -36,12 +39,39 @@ class Override:
 
 
 @dataclass
+class Alternative:
+    """One value of an axis or one entry of a group (one point of its grid), with its scope.
+
+    The scope is held per alternative, not per dimension, because a group may put a shared
+    ``{}`` next to ``{transformers.batch_size: 4, max_output_tokens: 16}``: the second is for
+    transformers cells only, shared fields included, while ``{}`` applies to every engine.
+    """
+
+    overrides: list[Override]
+    scope: str | None  # engine name, or None when it applies to every engine
+    origin: Origin  # the axis value or group entry that wrote it (for errors about it as a whole)
+
+
+@dataclass
 class Dimension:
-    """An axis or a group: a list of alternatives, each a list of overrides."""
+    """An axis or a group: a list of alternatives, each a list of overrides with its own scope."""
 
     name: str
-    scope: str | None  # engine name, or None when it applies to every engine
-    alternatives: list[list[Override]]
+    alternatives: list[Alternative]
+
+    @property
+    def scope(self) -> str | None:
+        """The engine every alternative that sets something belongs to; None if shared or mixed.
+
+        A dimension with one scope is reported as a whole (``sweep.<name>: applies to vllm
+        cells...``); a mixed group is judged alternative by alternative.
+        """
+        scopes = {alternative.scope for alternative in self.alternatives if alternative.overrides}
+        return scopes.pop() if len(scopes) == 1 else None
+
+    def alternatives_for(self, engine: str) -> list[list[Override]]:
+        """The alternatives a cell of ``engine`` takes; empty when the dimension is not for it."""
+        return [a.overrides for a in self.alternatives if a.scope in (None, engine)]
 
 
 @dataclass
@@ -111,8 +141,48 @@ def _section_names() -> set[str]:
 
 
 def _scope_of(path: str) -> str | None:
+    """The engine whose section ``path`` is in, or None for a field every engine has."""
     head = path.split(".", 1)[0]
     return head if head in ENGINE_NAMES else None
+
+
+def _label(origin: Origin) -> str:
+    """``('sweep', 'variant', 1)`` -> ``sweep.variant[1]``, the name of a group entry in messages."""
+    return "".join(f"[{part}]" if isinstance(part, int) else ("." if i else "") + part for i, part in enumerate(origin))
+
+
+def _entry_alternatives(
+    entry: dict[str, Any], prefix: str, origin: Origin, problems: list[tuple[Origin, str]]
+) -> list[Alternative]:
+    """A group entry's alternatives, scoped to the one engine whose section it names (if any).
+
+    An entry naming two engines' sections could apply to no cell (a cell has one engine), so
+    it is refused, at the key that brings in the second engine, naming every engine's key.
+    An empty list in an entry is refused too: as a grid of no values it would silently drop the
+    entry (or, alone, every cell of the study).
+    """
+    empty = [key for key, value in expand_flat(entry) if value == []]
+    for key in empty:
+        problems.append((origin + (key,), f"{_label(origin)}.{key}: expected a non-empty list of values, got []"))
+    if empty:
+        return []
+    grid = _grid(entry, prefix, origin)
+    first_key: dict[str, Override] = {}  # engine -> the first override in its section
+    for override in itertools.chain.from_iterable(grid):
+        scope = _scope_of(override.path)
+        if scope is not None:
+            first_key.setdefault(scope, override)
+    if len(first_key) > 1:
+        named = [f"{engine} ({override.path})" for engine, override in first_key.items()]
+        second = list(first_key.values())[1]
+        message = (
+            f"{_label(origin)}: an alternative applies to one engine's cells, but this one names the sections"
+            f" of {', '.join(named[:-1])} and {named[-1]}; write one alternative per engine"
+        )
+        problems.append((second.origin, message))
+        return []
+    scope = next(iter(first_key), None)
+    return [Alternative(overrides, scope, origin) for overrides in grid]
 
 
 def _grid(entry: dict[str, Any], prefix: str, origin: Origin) -> list[list[Override]]:
@@ -167,30 +237,50 @@ def parse_sweep(sweep: Any, problems: list[tuple[Origin, str]]) -> tuple[list[Di
             problems.append((origin, f"sweep.{key}: mixes mappings and plain values; a group is a list of mappings"))
             continue
         if not is_group:
-            alternatives = [[Override(key, v, origin + (i,))] for i, v in enumerate(values)]
-            dimensions.append(Dimension(key, _scope_of(key), alternatives))
+            scope = _scope_of(key)
+            axis = [Alternative([Override(key, v, origin + (i,))], scope, origin + (i,)) for i, v in enumerate(values)]
+            dimensions.append(Dimension(key, axis))
             continue
         prefix = key if key in sections else ""
-        alternatives = []
+        alternatives: list[Alternative] = []
         for i, entry in enumerate(values):
-            alternatives.extend(_grid(entry, prefix, origin + (i,)))
-        scopes = {_scope_of(o.path) for alt in alternatives for o in alt}
-        if len(scopes - {None}) > 1 or (None in scopes and len(scopes) > 1):
-            problems.append(
-                (origin, f"sweep.{key}: a group's entries must all belong to one engine's section, or to none")
-            )
-            continue
-        scope = next(iter(scopes)) if scopes else None
-        dimensions.append(Dimension(key, scope, alternatives))
+            # An entry refused here is left out; the others still expand, so their problems show too.
+            alternatives.extend(_entry_alternatives(entry, prefix, origin + (i,), problems))
+        if alternatives:  # else every entry was refused (and reported): the other cells are still checked
+            dimensions.append(Dimension(key, alternatives))
     return dimensions, engine_axis
 
 
+def scope_problems(dimensions: list[Dimension], engines: list[str]) -> list[tuple[Origin, str]]:
+    """Alternatives scoped to an engine the study does not run: they would silently never run.
+
+    A dimension with one scope is named as a whole, at its key; in a mixed group, each such
+    entry is named at its own line (once, however many grid points it has).
+    """
+    have = ", ".join(engines) or "none"
+    out: list[tuple[Origin, str]] = []
+    for dimension in dimensions:
+        if dimension.scope is not None:
+            if dimension.scope not in engines:
+                where: Origin = ("sweep", dimension.name)
+                out.append((where, f"{_label(where)}: applies to {dimension.scope} cells, but the study has no {dimension.scope} cells (engine: {have})"))
+            continue
+        missing = {a.origin: a.scope for a in dimension.alternatives if a.scope is not None and a.scope not in engines}
+        for origin, scope in missing.items():
+            out.append((origin, f"{_label(origin)}: applies to {scope} cells, but the study has no {scope} cells (engine: {have})"))
+    return out
+
+
 def expand_sweep(engines: list[str], dimensions: list[Dimension]) -> list[RawCell]:
-    """The cells of a sweep: per engine, the product of the shared and that engine's dimensions."""
+    """The cells of a sweep: per engine, the product of the alternatives each dimension has for it.
+
+    A dimension with no alternative for an engine is left out of that engine's product (its
+    cells are not multiplied by it), whether it is scoped as a whole or alternative by alternative.
+    """
     cells: list[RawCell] = []
     for engine in engines:
-        relevant = [d for d in dimensions if d.scope in (None, engine)]
-        for combo in itertools.product(*[d.alternatives for d in relevant]):
+        relevant = [alternatives for d in dimensions if (alternatives := d.alternatives_for(engine))]
+        for combo in itertools.product(*relevant):
             overrides = [o for alternative in combo for o in alternative]
             cells.append(RawCell(engine=engine, overrides=overrides))
     return cells

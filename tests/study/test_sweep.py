@@ -295,17 +295,182 @@ def test_a_scoped_group_for_an_engine_not_in_the_study_is_an_error(problems):
     assert found == [f"{path}:3: sweep.vllm: applies to vllm cells, but the study has no vllm cells (engine: transformers)"]
 
 
+def test_an_alternative_with_an_engine_section_and_shared_fields_is_scoped_to_that_engine(load):
+    # A short variant at small batch: the shared field travels with the transformers alternative.
+    study = load(
+        """
+        model: llem-tiny
+        engine: [transformers, vllm]
+        sweep:
+          variant:
+            - {}
+            - {transformers.batch_size: 4, max_output_tokens: 16}
+        """
+    )
+    assert [(c.config_id, c.engine) for c in study.configurations] == [
+        ("llem-tiny-transformers", "transformers"),
+        ("transformers-bs4-out16", "transformers"),
+        ("llem-tiny-vllm", "vllm"),  # vllm cells never get the transformers alternative
+    ]
+    base, short, vllm = study.configurations
+    assert (value(base, "transformers.batch_size"), value(base, "max_output_tokens")) == (1, 64)
+    assert (value(short, "transformers.batch_size"), value(short, "max_output_tokens")) == (4, 16)
+    assert value(vllm, "max_output_tokens") == 64  # the shared field is not applied to vllm either
+    assert short.swept == {"engine": "transformers", "transformers.batch_size": 4, "max_output_tokens": 16}
+    assert vllm.swept == {"engine": "vllm"}
+    assert [c.line for c in study.configurations] == [3, 6, 3]
+    assert all(c.runnable for c in study.configurations)
+
+
+def test_a_scoped_alternative_is_crossed_with_the_axes_of_its_engine_only(load):
+    study = load(
+        """
+        model: llem-tiny
+        engine: [transformers, vllm]
+        sweep:
+          precision: [fp16, bf16]
+          variant:
+            - {max_output_tokens: 32}
+            - {transformers.batch_size: 4, max_output_tokens: 16}
+            - {vllm: {max_num_seqs: 8}, max_input_tokens: 64}
+        """
+    )
+    assert ids_of(study) == [
+        "transformers-fp16-out32",
+        "transformers-fp16-bs4-out16",
+        "transformers-bf16-out32",
+        "transformers-bf16-bs4-out16",
+        "vllm-fp16-out32",
+        "vllm-fp16-seqs8-in64",
+        "vllm-bf16-out32",
+        "vllm-bf16-seqs8-in64",
+    ]
+    by_id = {c.config_id: c for c in study.configurations}
+    assert value(by_id["vllm-fp16-seqs8-in64"], "max_input_tokens") == 64
+    assert value(by_id["vllm-fp16-seqs8-in64"], "max_output_tokens") == 64
+    assert value(by_id["transformers-bf16-bs4-out16"], "max_input_tokens") != 64
+    assert value(by_id["transformers-fp16-out32"], "vllm.max_num_seqs") is None
+
+
 @pytest.mark.parametrize(
-    "entries",
+    ("entries", "expected"),
     [
-        "- {transformers.batch_size: 1}\n    - {vllm.max_num_seqs: 8}",
-        "- {transformers.batch_size: 1, precision: fp16}",
-        "- {transformers.batch_size: 1}\n    - {precision: fp16}",
+        # One alternative per engine: each engine gets its own.
+        ("- {transformers.batch_size: 1}\n    - {vllm.max_num_seqs: 8}", ["transformers-bs1", "vllm-seqs8"]),
+        # A single scoped alternative with a shared field: other engines are not multiplied by the group.
+        ("- {transformers.batch_size: 1, precision: fp16}", ["transformers-bs1-fp16", "llem-tiny-vllm"]),
+        # A shared alternative next to a scoped one: the shared one applies to every engine.
+        ("- {transformers.batch_size: 1}\n    - {precision: fp16}", ["transformers-bs1", "transformers-fp16", "vllm-fp16"]),
     ],
 )
-def test_a_group_mixing_scopes_is_an_error(problems, entries):
-    path, found = problems(f"model: llem-tiny\nengine: [transformers, vllm]\nsweep:\n  mixed:\n    {entries}\n")
-    assert found == [f"{path}:4: sweep.mixed: a group's entries must all belong to one engine's section, or to none"]
+def test_a_group_may_mix_scopes_alternative_by_alternative(load, entries, expected):
+    study = load(f"model: llem-tiny\nengine: [transformers, vllm]\nsweep:\n  mixed:\n    {entries}\n")
+    assert ids_of(study) == expected
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "{transformers.batch_size: 4, vllm.max_num_seqs: 8, max_output_tokens: 16}",
+        "{transformers: {batch_size: 4}, vllm: {max_num_seqs: 8}, max_output_tokens: 16}",
+    ],
+)
+def test_an_alternative_naming_two_engines_sections_is_an_error(problems, entry):
+    path, found = problems(
+        f"""
+        model: llem-tiny
+        engine: [transformers, vllm]
+        sweep:
+          precision: [fp16]
+          variant:
+            - {{}}
+            - {entry}
+        """
+    )
+    assert found == [
+        (
+            f"{path}:7: sweep.variant[1]: an alternative applies to one engine's cells, but this one names the sections"
+            " of transformers (transformers.batch_size) and vllm (vllm.max_num_seqs); write one alternative per engine"
+        )
+    ]
+
+
+def test_every_alternative_naming_two_engines_is_reported(problems):
+    path, found = problems(
+        """
+        model: llem-tiny
+        engine: [transformers, vllm, tensorrt]
+        sweep:
+          variant:
+            - {transformers.batch_size: 4, tensorrt.max_batch_size: 4}
+            - {max_output_tokens: 16}
+            - transformers.batch_size: 2
+              vllm.max_num_seqs: 8
+              tensorrt.max_batch_size: 8
+        """
+    )
+    assert [p.split(": ", 2)[:2] for p in found] == [[f"{path}:5", "sweep.variant[0]"], [f"{path}:8", "sweep.variant[2]"]]
+    assert "transformers (transformers.batch_size) and tensorrt (tensorrt.max_batch_size)" in found[0]
+    assert "transformers (transformers.batch_size), vllm (vllm.max_num_seqs) and tensorrt (tensorrt.max_batch_size)" in found[1]
+
+
+def test_a_scoped_alternative_for_an_engine_not_in_the_study_is_an_error(problems):
+    path, found = problems(
+        """
+        model: llem-tiny
+        engine: transformers
+        sweep:
+          variant:
+            - {}
+            - {transformers.batch_size: 4, max_output_tokens: 16}
+            - {vllm.max_num_seqs: [8, 16], max_output_tokens: 16}
+        """
+    )
+    assert found == [
+        f"{path}:7: sweep.variant[2]: applies to vllm cells, but the study has no vllm cells (engine: transformers)"
+    ]
+
+
+def test_an_empty_list_in_a_group_entry_is_an_error_not_a_silently_dropped_entry(problems):
+    path, found = problems(
+        """
+        model: llem-tiny
+        sweep:
+          precision: [fp16, bf16]
+          transformers:
+            - {batch_size: []}
+        """
+    )
+    assert found == [f"{path}:5: sweep.transformers[0].batch_size: expected a non-empty list of values, got []"]
+
+
+def test_a_bad_value_in_a_scoped_alternative_points_at_its_line(problems):
+    path, found = problems(
+        """
+        model: llem-tiny
+        engine: [transformers, vllm]
+        sweep:
+          variant:
+            - {}
+            - {transformers.batch_size: 4, max_output_tokens: 0}
+        """
+    )
+    assert found == [f"{path}:6: max_output_tokens: Input should be greater than or equal to 1 (got 0)"]
+
+
+def test_an_id_template_names_cells_of_a_scoped_alternative(load):
+    study = load(
+        """
+        model: llem-tiny
+        engine: [transformers, vllm]
+        id: "{engine}-bs{transformers.batch_size}-out{max_output_tokens}"
+        sweep:
+          variant:
+            - {}
+            - {transformers.batch_size: 4, max_output_tokens: 16}
+        """
+    )
+    assert ids_of(study) == ["transformers-bs1-out64", "transformers-bs4-out16", "vllm-bs1-out64"]
 
 
 # --------------------------------------------------------------------------- experiments
