@@ -53,6 +53,16 @@ class MeasurementRefused(LlemError):
     """The cell's conditions make a trustworthy measurement impossible (MIG, a busy GPU)."""
 
 
+class MeasurementInvalid(LlemError):
+    """A measurement was taken but its figures cannot be true, so none of them is recorded.
+
+    A stuck or reset energy counter (a window of 0 J or less), an idle power of 0 W or less, or
+    the counter and the integral of sampled power disagreeing beyond
+    ``measurement.cross_check_fail_tolerance``. Raised instead of recording the figure, because
+    a 0 J window passes every ``max:`` limit and every gate.
+    """
+
+
 class LimitBreached(LlemError):
     """A cell was measured, and a figure broke a limit (or could not be judged)."""
 

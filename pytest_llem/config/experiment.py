@@ -106,6 +106,22 @@ class MeasurementConfig(StrictModel):
     cross_check_tolerance: float = Field(
         0.05, gt=0.0, description="Counter vs integral of sampled power: a larger relative gap is a warning."
     )
+    cross_check_fail_tolerance: float = Field(
+        0.25,
+        gt=0.0,
+        description="Counter vs integral of sampled power: a larger relative gap fails the cell (one of the"
+        " two is wrong); at least cross_check_tolerance. No power samples: nothing to compare, no failure.",
+    )
+
+    @model_validator(mode="after")
+    def _cross_check_bounds(self) -> MeasurementConfig:
+        # A failing bound below the warning one would fail cells the warning calls acceptable.
+        if self.cross_check_fail_tolerance < self.cross_check_tolerance:
+            raise ValueError(
+                f"measurement.cross_check_fail_tolerance ({self.cross_check_fail_tolerance:g}) must be at least"
+                f" measurement.cross_check_tolerance ({self.cross_check_tolerance:g})"
+            )
+        return self
 
 
 class OutputConfig(StrictModel):

@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_llem.energy import _nvml
 from pytest_llem.energy.sampler import TelemetrySampler
+from pytest_llem.energy.validity import is_positive_finite, refuse_window
 from pytest_llem.errors import MeterUnavailable
 from pytest_llem.results.measurement import EnergyReading
 
@@ -92,6 +93,9 @@ class NvmlMeter:
         by 0.30 % on average and 0.68 % at most, inside this bound of 1 % (BENCHMARKS.md). For
         a GPU measured by integrating sampled power the same edge term is used; it does not
         cover transients between samples (the warning says so).
+
+        Raises :class:`~pytest_llem.errors.MeasurementInvalid` when a GPU's energy is 0 J or
+        less (its counter stuck or reset, or its sampled power 0 W): see :meth:`_problems`.
         """
         if self._t_start is None:
             raise RuntimeError("NvmlMeter.stop() called without start()")
@@ -106,6 +110,7 @@ class NvmlMeter:
         details: dict[str, Any] = {"counter_unit": "mJ", "per_device_method": list(self._methods)}
         if self._sampler is not None:
             self._fill_from_integral(per_device, t_start, t_end, details)
+        refuse_window(self.name, self._problems(per_device, counter_end, window_s))
         energies = [energy for energy in per_device if energy is not None]
         if len(energies) < len(per_device):
             return EnergyReading(
@@ -126,6 +131,39 @@ class NvmlMeter:
             error_bound_j=error_bound_j,
             details=details,
         )
+
+    def _problems(self, per_device: list[float | None], counter_end: list[int | None], window_s: float) -> list[str]:
+        """Why each GPU's energy cannot be true, one sentence a GPU (none: all are valid).
+
+        A counter that did not move is stuck (or the window was shorter than its update
+        period); one that went back was reset (a driver reload, a GPU reset). An integral of 0 J
+        or less means the GPU reported no power. A GPU without any figure (no power samples)
+        is not a problem here: the reading says the energy is unavailable.
+        """
+        problems: list[str] = []
+        for uuid, energy, start_mj, end_mj in zip(self.gpu_uuids, per_device, self._counter_start, counter_end):
+            if energy is None or is_positive_finite(energy):
+                continue
+            if start_mj is None or end_mj is None:
+                problems.append(f"GPU {uuid}: the integral of its sampled power is {energy:.6g} J (no power drawn)")
+            elif end_mj == start_mj:
+                short = (
+                    "; the window is shorter than two counter updates, raise measurement.min_window_seconds"
+                    if window_s < 2 * COUNTER_UPDATE_PERIOD_S
+                    else ""
+                )
+                problems.append(
+                    f"GPU {uuid}: the NVML energy counter did not move in the {window_s:.3g} s window"
+                    f" (stuck at {start_mj} mJ{short})"
+                )
+            elif end_mj < start_mj:
+                problems.append(
+                    f"GPU {uuid}: the NVML energy counter went back from {start_mj} to {end_mj} mJ during the"
+                    " window (reset, e.g. by a driver reload or a GPU reset)"
+                )
+            else:
+                problems.append(f"GPU {uuid}: the NVML energy counter gave {energy:.6g} J for the window")
+        return problems
 
     def _fill_from_integral(
         self, per_device: list[float | None], t_start: float, t_end: float, details: dict[str, Any]

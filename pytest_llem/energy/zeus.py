@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from pytest_llem.energy.nvml import COUNTER_UPDATE_PERIOD_S
+from pytest_llem.energy.validity import is_positive_finite, refuse_window
 from pytest_llem.errors import MeterUnavailable
 from pytest_llem.results.measurement import EnergyReading
 
@@ -76,13 +77,27 @@ class ZeusMeter:
         self._monitor.begin_window(self._window, sync_execution=False)
 
     def stop(self) -> EnergyReading:
-        """Close the window and convert Zeus's ``Measurement`` into a reading."""
+        """Close the window and convert Zeus's ``Measurement`` into a reading.
+
+        Raises :class:`~pytest_llem.errors.MeasurementInvalid` when Zeus reports 0 J or less
+        for a GPU: Zeus takes the difference of the same NVML counter, so that is a stuck or
+        reset counter, and Zeus passes it on as a number.
+        """
         if self._window is None:
             raise RuntimeError("ZeusMeter.stop() called without start()")
         window, self._window = self._window, None
         measurement = self._monitor.end_window(window, sync_execution=False)
         window_s = float(measurement.time)
         per_device_j = [float(measurement.gpu_energy[idx]) for idx in self.cuda_indices]
+        refuse_window(
+            self.name,
+            [
+                f"GPU {uuid} (cuda:{idx}): Zeus reported {energy:.6g} J for the {window_s:.3g} s window"
+                " (its NVML energy counter did not move, or went back after a reset)"
+                for uuid, idx, energy in zip(self.gpu_uuids, self.cuda_indices, per_device_j)
+                if not is_positive_finite(energy)
+            ],
+        )
         mean_power_w = [energy / window_s if window_s > 0 else 0.0 for energy in per_device_j]
         details: dict[str, Any] = {"cuda_indices": list(self.cuda_indices)}
         # CPU and DRAM energy (RAPL) exist in newer Zeus only, and only where readable.

@@ -30,7 +30,7 @@ from typing import Any
 import tensorrt_llm
 from tensorrt_llm import llmapi
 
-from pytest_llem.config.engines import TensorrtConfig
+from pytest_llem.config.engines import TENSORRT_GPU_ARGS, TensorrtConfig
 from pytest_llem.engines import common, protocol
 from pytest_llem.engines.common import PRECISION_DTYPES
 from pytest_llem.engines.protocol import BatchResult, LoadRequest
@@ -40,9 +40,12 @@ from pytest_llem.results.measurement import GpuInfo
 
 #: ``LLM`` arguments pytest-llem sets itself, and the study key to use instead.
 OWNED_ARGS: dict[str, str] = {
+    # What changes how many GPUs run: the meter must see it (the config refuses these already).
+    **{key: f"({advice})" for key, advice in TENSORRT_GPU_ARGS.items()},
     "model": "model",
     "dtype": "precision",
     "tensor_parallel_size": "tensorrt.tensor_parallel_size",
+    "pipeline_parallel_size": "tensorrt.pipeline_parallel_size",
     "max_batch_size": "tensorrt.max_batch_size",
     "max_num_tokens": "tensorrt.max_num_tokens",
     "kv_cache_config": "tensorrt.kv_cache_free_gpu_memory_fraction",
@@ -85,6 +88,7 @@ class TensorrtEngine:
             "model": request.model,
             "dtype": PRECISION_DTYPES[request.precision],
             "tensor_parallel_size": settings.tensor_parallel_size,
+            "pipeline_parallel_size": settings.pipeline_parallel_size,
             "skip_tokenizer_init": True,
             "kv_cache_config": llmapi.KvCacheConfig(
                 free_gpu_memory_fraction=settings.kv_cache_free_gpu_memory_fraction,
@@ -118,7 +122,7 @@ class TensorrtEngine:
         self._eos_ids = frozenset(int(token) for token in eos)
         sampling = tensorrt_llm.SamplingParams(**self._sampling_used)
         # GPUs are checked before the engine build, which can take minutes.
-        gpus = common.engine_gpus(settings.tensor_parallel_size)
+        gpus = common.engine_gpus(settings.gpu_count)  # one per rank: every GPU it uses is metered
         started = time.perf_counter()
         llm = tensorrt_llm.LLM(**kwargs, **engine_args)
         self._build_time_s = time.perf_counter() - started
@@ -128,7 +132,7 @@ class TensorrtEngine:
 
     @property
     def gpus(self) -> list[GpuInfo]:
-        """The first ``tensor_parallel_size`` visible GPUs, found at load through NVML."""
+        """The first ``tensor_parallel_size x pipeline_parallel_size`` visible GPUs, found at load through NVML."""
         return list(self._gpus)
 
     @property
@@ -180,6 +184,9 @@ class TensorrtEngine:
             "dtype": _read(args, "dtype", PRECISION_DTYPES[request.precision]),
             "tensor_parallel_size": _read(
                 args, "tensor_parallel_size", chosen.tensor_parallel_size
+            ),
+            "pipeline_parallel_size": _read(
+                args, "pipeline_parallel_size", chosen.pipeline_parallel_size
             ),
             "max_batch_size": _read(args, "max_batch_size", chosen.max_batch_size),
             "max_num_tokens": _read(args, "max_num_tokens", chosen.max_num_tokens),

@@ -23,9 +23,11 @@ figures comparable with the other engines:
   so each step reports its new tokens; each token is stamped with the host time its step
   returned. That is the same definition as the transformers engine's. Off, the batch runs
   through plain ``LLM.generate`` and only end-to-end latency (the batch's) is recorded.
-* **GPUs**: vLLM uses the first ``tensor_parallel_size`` visible GPUs; their UUIDs come from
-  NVML before vLLM starts, so this process never creates a CUDA context of its own, and the
-  meter reads every one of them.
+* **GPUs**: vLLM uses the first ``tensor_parallel_size x pipeline_parallel_size`` visible GPUs
+  (one per rank); their UUIDs come from NVML before vLLM starts, so this process never creates a
+  CUDA context of its own, and the meter reads every one of them. Arguments that would make vLLM
+  use more GPUs (data parallelism, context parallelism, several nodes) are refused in
+  ``engine_args`` (:data:`~pytest_llem.config.engines.VLLM_GPU_ARGS`).
 
 The whole pass is one ``generate`` call: vLLM schedules the requests itself (continuous
 batching), with ``max_num_seqs`` bounding how many run at once.
@@ -46,7 +48,7 @@ from vllm import LLM, SamplingParams
 from vllm.engine.arg_utils import EngineArgs
 from vllm.sampling_params import RequestOutputKind
 
-from pytest_llem.config.engines import VllmConfig
+from pytest_llem.config.engines import VLLM_GPU_ARG_PREFIXES, VLLM_GPU_ARGS, VllmConfig, gpu_arg_advice
 from pytest_llem.engines.common import (
     PRECISION_DTYPES,
     check_engine_args,
@@ -76,7 +78,21 @@ OWNED_ARGS: dict[str, str] = {
     "skip_tokenizer_init": "(always on: prompts are token ids)",
     "tokenizer": "(prompts are token ids; no tokenizer is loaded)",
     "generation_config": "(always 'vllm': the study's decoding settings apply, not the checkpoint's)",
+    # What changes how many GPUs run: the meter must see it (the config refuses these already).
+    **{key: f"({advice})" for key, advice in VLLM_GPU_ARGS.items()},
+    "tensor_parallel_size": "vllm.tensor_parallel_size",
+    "pipeline_parallel_size": "vllm.pipeline_parallel_size",
 }
+
+
+def owned_args(engine_args: dict[str, Any]) -> dict[str, str]:
+    """:data:`OWNED_ARGS`, plus any ``data_parallel_*`` key among ``engine_args`` (a prefix, not a list)."""
+    by_prefix = {
+        key: f"({advice})"
+        for key in engine_args
+        if key not in OWNED_ARGS and (advice := gpu_arg_advice(key, {}, VLLM_GPU_ARG_PREFIXES)) is not None
+    }
+    return {**OWNED_ARGS, **by_prefix}
 
 
 #: How vLLM 0.26's workers log their attention backend (vllm/platforms/cuda.py): an automatic
@@ -136,6 +152,8 @@ def llm_kwargs(settings: VllmConfig) -> dict[str, Any]:
         "attention_backend": settings.attention_backend,
     }
     kwargs.update({key: value for key, value in optional.items() if value is not None})
+    if settings.pipeline_parallel_size != 1:  # 1 is vLLM's own default
+        kwargs["pipeline_parallel_size"] = settings.pipeline_parallel_size
     return kwargs
 
 
@@ -185,8 +203,8 @@ class VllmEngine:
         # In name order, so the record (passed_to_llm) and a refusal naming several keys do not
         # depend on the order the study file wrote them in.
         engine_args = dict(sorted(settings.engine_args.items()))
-        extra = check_engine_args(self.name, engine_args, accepted=accepted_llm_args(), owned=OWNED_ARGS)
-        gpus = engine_gpus(settings.tensor_parallel_size)
+        extra = check_engine_args(self.name, engine_args, accepted=accepted_llm_args(), owned=owned_args(engine_args))
+        gpus = engine_gpus(settings.gpu_count)  # one per rank: every GPU vLLM uses is metered
         kwargs: dict[str, Any] = {
             "model": request.model,
             "dtype": PRECISION_DTYPES[request.precision],
@@ -242,7 +260,7 @@ class VllmEngine:
 
     @property
     def gpus(self) -> list[GpuInfo]:
-        """Every GPU the cell's tensor-parallel group runs on (one per rank)."""
+        """Every GPU the cell's ranks run on (tensor x pipeline parallel, one per rank)."""
         return list(self._gpus) if self._llm is not None else []
 
     @property
@@ -343,6 +361,7 @@ class VllmEngine:
                 "enable_prefix_caching": read("cache_config", "enable_prefix_caching"),
                 "num_gpu_blocks": read("cache_config", "num_gpu_blocks"),
                 "tensor_parallel_size": read("parallel_config", "tensor_parallel_size"),
+                "pipeline_parallel_size": read("parallel_config", "pipeline_parallel_size"),
                 "attention_backend_requested": _backend_name(requested_backend),
                 "attention_backend_used": self._attention_backend_used(_backend_name(requested_backend)),
                 "load_format": read("load_config", "load_format"),

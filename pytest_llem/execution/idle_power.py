@@ -20,6 +20,7 @@ from typing import Any
 
 from pytest_llem.config.experiment import IdlePowerConfig
 from pytest_llem.energy._nvml import visible_gpu_uuids
+from pytest_llem.energy.validity import is_positive_finite
 from pytest_llem.errors import CellError
 from pytest_llem.naming import sanitise
 from pytest_llem.results.measurement import CellIdlePower, IdlePower
@@ -44,7 +45,12 @@ def store(study_dir: Path, baseline: IdlePower) -> Path:
 
 
 def load_fresh(path: Path, ttl_s: float) -> IdlePower | None:
-    """The baseline cached at ``path`` if it is readable and younger than ``ttl_s``."""
+    """The baseline cached at ``path`` if it is readable, possible and younger than ``ttl_s``.
+
+    A file whose idle power is 0 W or less, or not finite (written by an older version, or by
+    hand), is refused like a corrupt one: :class:`IdlePower` cannot hold such a figure, so it is
+    never subtracted, and the GPU's idle power is measured afresh.
+    """
     try:
         baseline = IdlePower.model_validate_json(path.read_text(encoding="utf-8"))
         fresh = baseline.age_s() <= ttl_s  # a non-numeric measured_at is a corrupt file too
@@ -151,12 +157,22 @@ class SessionIdlePower:
         return {uuid: b.power_w for uuid, (b, _) in self._known.items()}
 
     def for_cell(self, gpu_uuids: list[str], reason: str | None) -> CellIdlePower:
-        """The idle baseline of the GPUs a cell used: the sum over them, or why there is none."""
+        """The idle baseline of the GPUs a cell used: the sum over them, or why there is none.
+
+        A baseline of 0 W or less, or not finite, cannot be built as an :class:`IdlePower`;
+        one that got in around validation (``model_construct``) is refused here all the same,
+        since subtracting it would claim an adjustment that was never made.
+        """
         found = [self._known.get(u) for u in gpu_uuids]
         if not gpu_uuids or any(f is None for f in found):
             why = reason or ("the cell ran on no GPU" if not gpu_uuids else "no baseline for a GPU this cell used")
             return CellIdlePower(baseline_unavailable_reason=why)
         pairs = [f for f in found if f is not None]
+        impossible = [f"{b.gpu_uuid} ({b.power_w:g} W)" for b, _ in pairs if not is_positive_finite(b.power_w)]
+        if impossible:
+            return CellIdlePower(
+                baseline_unavailable_reason="idle power of " + ", ".join(impossible) + " is not above 0 W; not subtracted"
+            )
         return CellIdlePower(
             baseline_power_w=sum(b.power_w for b, _ in pairs),
             baseline_per_device_w=[b.power_w for b, _ in pairs],

@@ -11,7 +11,7 @@ disagree about the shape. Energy meters (:mod:`pytest_llem.energy`) produce
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,27 +22,40 @@ class _Figures(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Energy of a window, or idle power: finite and above zero. Zero is what a stuck energy counter
+#: gives and a negative value what a reset one gives; either would pass every ``max:`` limit, so
+#: no such figure may exist. Meters and idle sampling raise ``MeasurementInvalid`` with the
+#: reason before building one; this bound keeps any other way in shut too.
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
 class EnergyReading(_Figures):
     """Energy of one measured window.
 
     ``total_j`` is null when the meter cannot measure (``unavailable_reason`` says why); the
-    window length is always known, since timing never depends on a meter.
+    window length is always known, since timing never depends on a meter. Energies, where
+    present, are above zero (see :data:`Positive`).
     """
 
     meter: str = Field(description="The meter that actually ran: nvml, zeus or none.")
     window_s: float
-    total_j: float | None
-    per_device_j: list[float] | None
+    total_j: Positive | None
+    per_device_j: list[Positive] | None
     unavailable_reason: str | None = None
     error_bound_j: float | None = None
     details: dict[str, Any] = Field(default_factory=dict, description="Meter-specific figures; 'warnings' holds its warnings.")
 
 
 class IdlePower(_Figures):
-    """Idle power of one GPU, measured with a CUDA context and nothing running."""
+    """Idle power of one GPU, measured with a CUDA context and nothing running.
+
+    ``power_w`` is above zero and finite: an idle power of 0 W (a stuck counter) would be
+    subtracted as nothing, a negative one (a reset counter) would add energy, so neither can be
+    built, measured or read back from a cache file.
+    """
 
     gpu_uuid: str
-    power_w: float = Field(description="The value subtracted: counter energy / duration, else the mean of samples.")
+    power_w: Positive = Field(description="The value subtracted: counter energy / duration, else the mean of samples.")
     mean_sampled_w: float
     std_w: float
     min_w: float
@@ -126,11 +139,12 @@ class CellMeasurement(_Figures):
 class CellIdlePower(_Figures):
     """The idle baseline of the GPUs a cell used, summed; what ``energy_adjusted_j`` subtracts.
 
-    Field names are the record's (``baseline_power_w`` is a contract field).
+    Field names are the record's (``baseline_power_w`` is a contract field). An idle power is
+    above zero and finite or absent (:data:`Positive`), never subtracted as 0 W.
     """
 
-    baseline_power_w: float | None = None
-    baseline_per_device_w: list[float] | None = None
+    baseline_power_w: Positive | None = None
+    baseline_per_device_w: list[Positive] | None = None
     baseline_std_w: float | None = None
     baseline_age_s: float | None = None
     baseline_method: str | None = None

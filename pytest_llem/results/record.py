@@ -68,18 +68,33 @@ def _zeus_total(details: dict[str, Any], key: str) -> float | None:
     return float(sum(values.values())) if isinstance(values, dict) and values else None
 
 
-def _warnings(m: CellMeasurement, idle: CellIdlePower, adjusted_clamped: bool) -> list[str]:
+def _adjusted(total_j: float | None, baseline_w: float | None, window_s: float) -> tuple[float | None, str | None]:
+    """Energy above idle over the window, or why it is invalid; ``(None, None)`` when it cannot exist.
+
+    An idle baseline at or above the window's mean power leaves nothing (or less than nothing)
+    for the workload: the baseline is wrong for this window (measured hotter, or drifted), not
+    the workload free. Such a figure is invalid, never 0, because 0 passes every ``max:`` limit.
+    """
+    if total_j is None or baseline_w is None:
+        return None, None
+    adjusted_j = total_j - baseline_w * window_s
+    if adjusted_j > 0:
+        return adjusted_j, None
+    mean_w = total_j / window_s if window_s > 0 else float("nan")
+    return None, (
+        f"idle baseline {baseline_w:.1f} W is at or above the window's mean power {mean_w:.1f} W, which leaves"
+        " no energy above idle; re-measure the baseline"
+    )
+
+
+def _warnings(m: CellMeasurement, idle: CellIdlePower, adjusted_invalid_reason: str | None) -> list[str]:
     """The child's warnings, then what the record itself can say about missing figures."""
     warnings = list(m.warnings)
-    baseline_w = idle.baseline_power_w
     if m.energy.unavailable_reason:
         warnings.append(f"no energy figures: {m.energy.unavailable_reason}")
-    elif adjusted_clamped and baseline_w is not None and m.energy.total_j is not None:
-        warnings.append(
-            f"idle baseline {baseline_w:.1f} W is above the window's mean power {m.energy.total_j / m.window_s:.1f} W:"
-            " adjusted energy was clamped to zero; re-measure the baseline"
-        )
-    elif baseline_w is None and idle.baseline_unavailable_reason:
+    elif adjusted_invalid_reason:
+        warnings.append(f"no baseline-adjusted figures: {adjusted_invalid_reason}")
+    elif idle.baseline_power_w is None and idle.baseline_unavailable_reason:
         warnings.append(f"no baseline-adjusted figures: {idle.baseline_unavailable_reason}")
     return warnings
 
@@ -100,11 +115,7 @@ def build_result(
     tokens, input_tokens, window = m.output_tokens, m.input_tokens, m.window_s
     total_j = energy.total_j
     baseline_w = idle.baseline_power_w
-    adjusted_j: float | None = None
-    clamped = False
-    if total_j is not None and baseline_w is not None:
-        adjusted_j = max(0.0, total_j - baseline_w * window)
-        clamped = bool(window) and baseline_w * window > total_j
+    adjusted_j, adjusted_invalid_reason = _adjusted(total_j, baseline_w, window)
     flops_prefill = 2.0 * m.parameter_count * input_tokens
     flops_decode = 2.0 * m.parameter_count * tokens
     total_flops = flops_prefill + flops_decode
@@ -139,6 +150,7 @@ def build_result(
         **identity.model_dump(),
         "energy_meter": energy.meter,
         "energy_unavailable_reason": energy.unavailable_reason,
+        "energy_adjusted_invalid_reason": adjusted_invalid_reason,
         "energy_error_bound_j": energy.error_bound_j,
         "energy_per_input_and_output_token_j": _ratio(total_j, tokens + input_tokens),
         "total_input_tokens": input_tokens,
@@ -172,7 +184,7 @@ def build_result(
         "resident_memory_mib": m.resident_memory_mib,
         "software_versions": m.versions,
         "effective_settings": m.effective_settings,
-        "warnings": _warnings(m, idle, clamped),
+        "warnings": _warnings(m, idle, adjusted_invalid_reason),
         "config": config.model_dump(mode="json"),
     }
     return record

@@ -62,8 +62,44 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _unserialisable(data: Any, where: str = "$") -> tuple[str, Any] | None:
+    """The first value in ``data`` that JSON cannot hold, with its key path, or None."""
+    if data is None or isinstance(data, (str, int, float, bool)):
+        return None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not (key is None or isinstance(key, (str, int, float, bool))):
+                return f"{where} (a key)", key
+            found = _unserialisable(value, f"{where}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(data, (list, tuple)):
+        for index, value in enumerate(data):
+            found = _unserialisable(value, f"{where}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return where, data
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(scrub(data), indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``data`` as indented JSON, atomically, secrets scrubbed.
+
+    A value JSON cannot hold (a ``Path``, a ``datetime``, an enum, a model) raises
+    ``TypeError`` naming its key path, and nothing is written: turning it into its ``str`` would
+    store a figure as text, or a repr no reader can parse, without anyone noticing. The code
+    that produces such a value converts it.
+    """
+    try:
+        text = json.dumps(scrub(data), indent=2, sort_keys=False)
+    except TypeError as exc:
+        found = _unserialisable(data)
+        if found is None:
+            raise
+        where, value = found
+        raise TypeError(f"{path.name}: {where} is a {type(value).__name__}, which JSON cannot hold: {value!r}") from exc
+    write_text_atomic(path, text + "\n")
 
 
 def utc_stamp(moment: datetime | None = None) -> str:

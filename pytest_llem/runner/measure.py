@@ -10,6 +10,7 @@ it is long enough for the energy counter to be accurate.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import sys
@@ -23,7 +24,7 @@ from pytest_llem.config.experiment import ExperimentConfig, WarmupConfig
 from pytest_llem.energy.protocol import EnergyMeter
 from pytest_llem.energy.sampler import TelemetrySampler
 from pytest_llem.engines.protocol import BatchResult, Engine, LoadRequest
-from pytest_llem.errors import MeasurementRefused, MeterUnavailable
+from pytest_llem.errors import MeasurementInvalid, MeasurementRefused, MeterUnavailable
 from pytest_llem.results.measurement import (
     CellMeasurement,
     EnergyReading,
@@ -33,6 +34,7 @@ from pytest_llem.results.measurement import (
 )
 from pytest_llem.runner.quality import (
     cross_check,
+    cross_check_failures,
     preflight_problems,
     spot_summary,
     throttle_summary,
@@ -349,6 +351,38 @@ def _close_instruments(instruments: _Instruments, window: _Window, config: Exper
     return closing
 
 
+def _abandon_instruments(instruments: _Instruments, config: ExperimentConfig, cell_dir: Path) -> None:
+    """Stop sampling and release the meter after the meter refused the window.
+
+    The timeseries is still written where the study keeps one: it shows what the counter did
+    (its ``energy_mj`` column) and is the evidence for the failure. Writing it must not hide
+    that failure, so an error doing so is dropped.
+    """
+    sampler = instruments.sampler
+    if sampler is not None:
+        sampler.stop()
+        if config.output.save_timeseries:
+            with contextlib.suppress(Exception):
+                sampler.write_parquet(cell_dir / TIMESERIES_NAME)
+    instruments.meter.close()
+
+
+def _refuse_disagreement(closing: _Closing, config: ExperimentConfig) -> None:
+    """Fail the cell when the counter and the sampled-power integral disagree beyond the failing bound.
+
+    Between ``cross_check_tolerance`` and ``cross_check_fail_tolerance`` the gap is a warning
+    (already among ``closing.warnings``); beyond, one of the two sources is wrong and no energy
+    figure of the window can be trusted. Without power samples there is no integral, no row,
+    and nothing to fail on.
+    """
+    failures = cross_check_failures(closing.telemetry.cross_check, config.measurement.cross_check_fail_tolerance)
+    if failures:
+        raise MeasurementInvalid(
+            "the measured window's energy cannot be trusted: " + "; ".join(failures)
+            + (f" (timeseries in {closing.timeseries})" if closing.timeseries else "")
+        )
+
+
 def _software_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version(), "pytest_llem": __version__}
     for module in ("torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "zeus"):
@@ -366,7 +400,13 @@ def measure_cell(
     phase: Callable[[str], None],
     idle_reference_w: dict[str, float] | None = None,
 ) -> CellMeasurement:
-    """Measure one cell with an engine already imported: load, pre-flight, warm up, window, report."""
+    """Measure one cell with an engine already imported: load, pre-flight, warm up, window, report.
+
+    Raises :class:`~pytest_llem.errors.MeasurementInvalid` when the window's energy cannot be
+    true (a stuck or reset counter, said by the meter) or cannot be trusted (counter and sampled
+    power apart beyond ``measurement.cross_check_fail_tolerance``): the cell then fails with that
+    reason instead of recording a figure.
+    """
     phase("load")
     workload = _load(config, engine, base_dir)
     instruments = _open_instruments(config, engine, idle_reference_w or {}, phase)
@@ -374,9 +414,14 @@ def measure_cell(
     phase("warmup")
     warmup = warm_up(engine, batches, config.measurement.warmup)
     phase("measure")
-    window = _measured_window(engine, batches, instruments.meter, config)
+    try:
+        window = _measured_window(engine, batches, instruments.meter, config)
+    except MeasurementInvalid:  # a stuck or reset counter: the window has no energy to record
+        _abandon_instruments(instruments, config, cell_dir)
+        raise
     phase("report")
     closing = _close_instruments(instruments, window, config, cell_dir)
+    _refuse_disagreement(closing, config)
     sampler = instruments.sampler
     measurement = CellMeasurement(
         engine=engine.name,

@@ -164,11 +164,35 @@ def window_warnings(
 def cross_check(
     uuids: list[str], counter_j: list[float] | None, integral_j: list[float] | None
 ) -> list[dict[str, Any]]:
-    """Counter energy against the integral of sampled power, per GPU."""
+    """Counter energy against the integral of sampled power, per GPU.
+
+    The gap is relative to the counter, the measurement. A counter of 0 J or less is the very
+    case the check exists for (stuck or reset), so there the gap is taken relative to the
+    integral instead (100 % or more whenever power was drawn); only when neither source saw any
+    energy is there nothing to compare (``None``).
+    """
     if not counter_j or not integral_j:
         return []
     rows = []
     for uuid, counter, integral in zip(uuids, counter_j, integral_j):
-        gap = abs(counter - integral) / counter if counter > 0 else None
+        reference = counter if counter > 0 else integral
+        gap = abs(counter - integral) / reference if reference > 0 else None
         rows.append({"gpu_uuid": uuid, "counter_j": counter, "integral_j": integral, "relative_gap": gap})
     return rows
+
+
+def cross_check_failures(cross_check: list[dict[str, Any]], fail_tolerance: float) -> list[str]:
+    """One sentence per GPU whose counter and sampled-power integral disagree beyond ``fail_tolerance``.
+
+    Below it a gap is a warning (:func:`window_warnings`); beyond it one of the two sources is
+    wrong (a counter that stalls or jumps, power readings that are not this GPU's), so the
+    window's energy cannot be trusted and the cell fails. A GPU without power samples has no
+    row, and so no verdict.
+    """
+    return [
+        f"GPU {row['gpu_uuid']}: energy counter ({row['counter_j']:.1f} J) and integral of sampled power"
+        f" ({row['integral_j']:.1f} J) differ by {100 * row['relative_gap']:.1f} %, beyond"
+        f" measurement.cross_check_fail_tolerance ({100 * fail_tolerance:g} %)"
+        for row in cross_check
+        if row.get("relative_gap") is not None and row["relative_gap"] > fail_tolerance
+    ]

@@ -23,6 +23,7 @@ ABBREVIATIONS: dict[str, str] = {
     "max_num_batched_tokens": "mbt",
     "max_num_tokens": "mnt",
     "tensor_parallel_size": "tp",
+    "pipeline_parallel_size": "pp",
     "max_output_tokens": "out",
     "max_input_tokens": "in",
     "temperature": "temp",

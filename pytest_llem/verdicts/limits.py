@@ -87,7 +87,7 @@ def value_of(record: dict[str, Any], metric: str) -> Any:
 
 def why_missing(record: dict[str, Any], metric: str) -> str:
     if "adjusted" in metric and record.get("total_energy_j") is not None:
-        return record.get("baseline_unavailable_reason") or "no idle baseline was measured"
+        return record.get("energy_adjusted_invalid_reason") or record.get("baseline_unavailable_reason") or "no idle baseline was measured"
     if "energy" in metric or "mj_per_tok" in metric:
         return record.get("energy_unavailable_reason") or "no energy was measured"
     return "the engine did not report it"

@@ -33,10 +33,17 @@ def hardware(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fingerprint(records: list[dict[str, Any]]) -> str:
+    """``1x-NVIDIA-H100-80GB-HBM3-700W``: the stored baseline's key for this hardware.
+
+    A power limit NVML would not report (no permission, an unsupported board) is written
+    ``unknownW``: such figures are still stored and compared, apart from those of a known limit.
+    """
     hw = hardware(records)
     if not hw["gpus"]:
         return sanitise(f"cpu-{hw['machine']}")
-    return sanitise(f"{hw['gpus']}x-{hw['gpu_name']}-{hw['power_limit_w']:g}W")
+    limit = hw["power_limit_w"]
+    watts = "unknown" if limit is None else f"{limit:g}"
+    return sanitise(f"{hw['gpus']}x-{hw['gpu_name']}-{watts}W")
 
 
 def baseline_file(root: Path, finger: str, study_name: str) -> Path:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import ValidationError
 
 from pytest_llem.config.experiment import IdlePowerConfig
 from pytest_llem.energy._nvml import visible_gpu_uuids
 from pytest_llem.energy.idle import sample_idle
-from pytest_llem.errors import MeterUnavailable
+from pytest_llem.errors import CellCrashed, MeasurementInvalid, MeterUnavailable
 from pytest_llem.execution.idle_power import (
     ARTEFACTS_DIR,
     SessionIdlePower,
@@ -99,6 +100,30 @@ def test_sample_idle_unknown_gpu_releases_nvml_once(fake_nvml: FakeNvml) -> None
         fake_nvml.module.nvmlShutdown()
 
 
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"power_w": 0.0}, "GPU GPU-b: the NVML energy counter did not move in"),
+        ({"power_w": 60.0, "counter_w": 0.0}, "GPU GPU-b: the NVML energy counter did not move in"),
+        ({"power_w": 60.0, "counter_w": -40.0}, "GPU GPU-b: the NVML energy counter went back from"),
+        ({"power_w": 0.0, "supports_energy": False}, "GPU GPU-b: its power samples average 0 W"),
+    ],
+    ids=["no-power", "stuck", "reset", "no-counter-no-power"],
+)
+def test_sample_idle_refuses_an_impossible_idle_power(fake_nvml: FakeNvml, spec: dict[str, Any], expected: str) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-a", power_w=70.0), fake_nvml.gpu("GPU-b", **spec))
+    with pytest.raises(MeasurementInvalid, match="^idle power cannot be subtracted: ") as caught:
+        sample_idle(["GPU-a", "GPU-b"], duration_s=0.05, interval_s=0.01, method="test")
+    assert expected in str(caught.value) and "GPU-a" not in str(caught.value)
+    assert fake_nvml.init_count() == 0
+
+
+@pytest.mark.parametrize("power_w", [0.0, -3.0, float("nan"), float("inf")])
+def test_an_idle_power_cannot_be_impossible(power_w: float) -> None:
+    with pytest.raises(ValidationError, match="power_w"):
+        _baseline(power_w=power_w)
+
+
 # --------------------------------------------------------------------------- cache files
 
 
@@ -139,6 +164,26 @@ def test_load_fresh_refuses_a_file_with_wrong_types(tmp_path: Path) -> None:
     path = tmp_path / "baseline_cache_GPU-a.json"
     path.write_text(json.dumps(data))
     assert load_fresh(path, ttl_s=3600.0) is None
+
+
+@pytest.mark.parametrize("power", ["0.0", "-3.5", "NaN", "Infinity"])
+def test_load_fresh_refuses_an_impossible_idle_power(tmp_path: Path, power: str) -> None:
+    # A cache file written by an older version (which accepted 0 W) or by hand.
+    data = _baseline().model_dump()
+    data["power_w"] = "@"
+    path = tmp_path / "baseline_cache_GPU-a.json"
+    path.write_text(json.dumps(data).replace('"@"', power))
+    assert load_fresh(path, ttl_s=3600.0) is None
+
+
+def test_find_cached_passes_over_a_zero_watt_file_to_an_earlier_valid_one(tmp_path: Path) -> None:
+    now = time.time()
+    old, current = _study(tmp_path, "s1"), _study(tmp_path, "s2")
+    _place(old, _baseline(power_w=61.0), mtime=now - 300)
+    data = _baseline().model_dump() | {"power_w": 0.0}
+    cache_file(current, "GPU-a").write_text(json.dumps(data))
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    assert found is not None and found[0].power_w == 61.0 and found[1] == cache_file(old, "GPU-a")
 
 
 def test_load_fresh_missing_file(tmp_path: Path) -> None:
@@ -184,7 +229,6 @@ def test_drift() -> None:
     assert drift(base, 88.0) == pytest.approx(0.10)
     assert drift(base, 72.0) == pytest.approx(0.10)
     assert drift(base, 80.0) == 0.0
-    assert drift(_baseline(power_w=0.0), 50.0) == 0.0
 
 
 # --------------------------------------------------------------------------- SessionIdlePower.for_cell
@@ -221,6 +265,16 @@ def test_for_cell_reasons() -> None:
     given = session.for_cell(["GPU-z"], "measurement.baseline.enabled is false")
     assert given.baseline_power_w is None
     assert given.baseline_unavailable_reason == "measurement.baseline.enabled is false"
+
+
+def test_for_cell_never_subtracts_an_impossible_idle_power() -> None:
+    # model_construct skips validation: the one way left to hold a 0 W baseline.
+    session = SessionIdlePower()
+    session.set(_baseline("GPU-a", power_w=70.0), "measured")
+    session.set(IdlePower.model_construct(**(_baseline("GPU-b").model_dump() | {"power_w": 0.0})), "measured")
+    idle = session.for_cell(["GPU-a", "GPU-b"], None)
+    assert idle.baseline_power_w is None and idle.baseline_per_device_w is None
+    assert idle.baseline_unavailable_reason == "idle power of GPU-b (0 W) is not above 0 W; not subtracted"
 
 
 # --------------------------------------------------------------------------- drift and ensure
@@ -397,3 +451,28 @@ def test_session_caches_visible(three_gpus: FakeNvml, monkeypatch: pytest.Monkey
     assert session.visible() == ([THREE[1]], None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert session.visible() == ([THREE[1]], None)  # looked up once per session
+
+
+def test_an_impossible_idle_power_reaches_the_cell_as_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml
+) -> None:
+    """The idle child refuses a stuck counter; the cell then subtracts nothing and says why."""
+    from pytest_llem.execution import idle_power
+
+    fake_nvml.configure(fake_nvml.gpu("GPU-a"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    refused = "MeasurementInvalid: idle power cannot be subtracted: GPU GPU-a: the NVML energy counter did not move"
+
+    def child_refuses(*args: object, **kwargs: object) -> None:
+        raise CellCrashed(refused)  # what run_in_child raises for an exception reported by the child
+
+    monkeypatch.setattr(idle_power, "run_in_child", child_refuses)
+    current = _study(tmp_path, "current")
+    data = _baseline().model_dump() | {"power_w": 0.0}
+    cache_file(current, "GPU-a").write_text(json.dumps(data))  # refused too: measured afresh
+    session = SessionIdlePower()
+    reason = session.ensure(IdlePowerConfig(), current, tmp_path, 30.0)
+    assert reason == f"the idle baseline could not be measured: {refused}"
+    idle = session.for_cell(["GPU-a"], reason)
+    assert idle.baseline_power_w is None
+    assert idle.baseline_unavailable_reason is not None and "did not move" in idle.baseline_unavailable_reason

@@ -15,7 +15,7 @@ from pytest_llem.energy.none import NoMeter
 from pytest_llem.energy.nvml import NvmlMeter, describe_gpus
 from pytest_llem.energy.select import CPU_ONLY_REASON, open_meter
 from pytest_llem.energy.zeus import ZeusMeter
-from pytest_llem.errors import MeterUnavailable
+from pytest_llem.errors import MeasurementInvalid, MeterUnavailable
 
 if TYPE_CHECKING:
     from conftest import FakeNvml
@@ -149,6 +149,69 @@ def test_stop_without_start_is_an_error(fake_nvml: FakeNvml) -> None:
             meter.stop()
     finally:
         meter.close()
+
+
+# --- impossible windows: a stuck or reset counter is an error, never 0 J ---------------------
+
+
+def test_a_stuck_counter_fails_instead_of_reading_zero(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-ok", power_w=300.0), fake_nvml.gpu("GPU-stuck", power_w=300.0, counter_w=0.0))
+    meter = NvmlMeter(["GPU-ok", "GPU-stuck"])
+    try:
+        meter.start()
+        with pytest.raises(MeasurementInvalid) as caught:
+            meter.stop()
+    finally:
+        meter.close()
+    message = str(caught.value)
+    assert "GPU GPU-stuck: the NVML energy counter did not move" in message and "stuck at 0 mJ" in message
+    assert "GPU-ok" not in message  # only the GPU at fault is named
+    assert fake_nvml.init_count() == 0
+
+
+def test_a_counter_that_goes_back_fails_naming_a_reset(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-reset", power_w=300.0, counter_w=-50.0))
+    meter = NvmlMeter(["GPU-reset"])
+    try:
+        meter.start()
+        with pytest.raises(MeasurementInvalid, match=r"GPU GPU-reset: the NVML energy counter went back from -?\d+ to -?\d+ mJ"):
+            meter.stop()
+        # The meter is left usable: the next window is refused for the same reason, not a state error.
+        meter.start()
+        with pytest.raises(MeasurementInvalid, match="reset"):
+            meter.stop()
+    finally:
+        meter.close()
+
+
+def test_a_stuck_counter_in_a_very_short_window_says_the_window_is_short(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-q"))
+    meter = NvmlMeter(["GPU-q"])
+    try:
+        meter._counter_start = [5000]
+        short = meter._problems([0.0], [5000], window_s=0.05)
+        long = meter._problems([0.0], [5000], window_s=10.0)
+    finally:
+        meter.close()
+    assert short == [
+        (
+            "GPU GPU-q: the NVML energy counter did not move in the 0.05 s window (stuck at 5000 mJ; the window is"
+            " shorter than two counter updates, raise measurement.min_window_seconds)"
+        )
+    ]
+    assert long == ["GPU GPU-q: the NVML energy counter did not move in the 10 s window (stuck at 5000 mJ)"]
+
+
+def test_a_zero_power_integral_fails_on_a_gpu_without_counter(fake_nvml: FakeNvml) -> None:
+    fake_nvml.configure(fake_nvml.gpu("GPU-old", power_w=0.0, supports_energy=False))
+    meter = NvmlMeter(["GPU-old"], fallback_interval_s=0.01)
+    try:
+        meter.start()
+        with pytest.raises(MeasurementInvalid, match=r"GPU GPU-old: the integral of its sampled power is 0 J"):
+            meter.stop()
+    finally:
+        meter.close()
+    assert fake_nvml.init_count() == 0
 
 
 # --- open_meter ---------------------------------------------------------------------------
@@ -381,3 +444,17 @@ def test_counter_failing_at_open_is_meter_unavailable(fake_nvml: FakeNvml) -> No
     with pytest.raises(MeterUnavailable, match="energy counter"):
         NvmlMeter(["GPU-a"])
     assert fake_nvml.init_count() == 0
+
+
+@pytest.mark.parametrize("energy", [0.0, -12.5, float("nan")])
+def test_zeus_reporting_no_energy_fails_instead_of_reading_zero(monkeypatch: pytest.MonkeyPatch, energy: float) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _install_fake_zeus(monkeypatch, {0: 100.0, 1: energy})
+    meter = open_meter("zeus", ["GPU-x", "GPU-y"], cuda_indices=[0, 1])
+    meter.start()
+    with pytest.raises(MeasurementInvalid) as caught:
+        meter.stop()
+    meter.close()
+    message = str(caught.value)
+    assert message.startswith("the zeus meter measured no valid energy for the window: GPU GPU-y (cuda:1): Zeus reported")
+    assert "GPU-x" not in message and "did not move, or went back after a reset" in message

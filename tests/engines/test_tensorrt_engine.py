@@ -508,3 +508,54 @@ def test_version_memory_and_parameter_count(adapter: Adapter, model_dir: Path) -
     assert engine.peak_memory_bytes() is None
     # embeddings 32*8, per layer q/k/v/o 4*8*8 + MLP 3*8*16 + two norms 2*8, final norm 8; tied head
     assert engine.parameter_count() == 32 * 8 + (4 * 8 * 8 + 3 * 8 * 16 + 2 * 8) + 8
+
+
+# -- the GPUs a cell uses are the GPUs it meters ----------------------------------------------
+
+
+def test_pipeline_parallel_stages_are_metered_gpus(
+    adapter: Adapter, model_dir: Path, tmp_path: Path, fake_nvml: FakeNvml
+) -> None:
+    fake_nvml.configure(*(FakeNvml.gpu(f"GPU-fake-{i}") for i in range(4)))
+    engine = loaded(
+        adapter(),
+        model_dir,
+        settings=TensorrtConfig(tensor_parallel_size=2, pipeline_parallel_size=2),
+    )
+    (init,) = events(tmp_path, "init")
+    assert init["kwargs"]["tensor_parallel_size"] == 2
+    assert init["kwargs"]["pipeline_parallel_size"] == 2
+    assert [g.uuid for g in engine.gpus] == [f"GPU-fake-{i}" for i in range(4)]
+    assert engine.effective_settings()["pipeline_parallel_size"] == 2
+
+
+def test_more_pipeline_ranks_than_visible_gpus_is_refused_before_the_build(
+    adapter: Adapter, model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(EngineUnavailable, match=r"needs 4 GPU\(s\) but this process sees 2"):
+        loaded(
+            adapter(),
+            model_dir,
+            settings=TensorrtConfig(tensor_parallel_size=2, pipeline_parallel_size=2),
+        )
+    assert not events(tmp_path, "init")
+
+
+@pytest.mark.parametrize(
+    ("key", "use_instead"),
+    [
+        ("pipeline_parallel_size", "tensorrt.pipeline_parallel_size"),
+        ("tensor_parallel_size", "tensorrt.tensor_parallel_size"),
+        ("moe_expert_parallel_size", r"\(not supported: the MoE parallel sizes"),
+        ("context_parallel_size", r"\(not supported: context parallelism"),
+        ("gpus_per_node", r"\(not supported: a cell meters the GPUs of its own host"),
+    ],
+)
+def test_a_gpu_count_engine_arg_is_refused_by_the_engine_too(
+    adapter: Adapter, model_dir: Path, tmp_path: Path, key: str, use_instead: str
+) -> None:
+    # Unvalidated: the schema refuses these first; the engine must not forward them either.
+    unchecked = TensorrtConfig.model_construct(engine_args={key: 2})
+    with pytest.raises(LlemError, match=rf"'{key}' is set by pytest-llem; use {use_instead}"):
+        loaded(adapter(), model_dir, settings=unchecked)
+    assert not events(tmp_path, "init")

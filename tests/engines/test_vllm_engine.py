@@ -363,3 +363,58 @@ def test_a_lost_output_is_an_error_not_a_silent_zero(vllm_module: ModuleType, mo
     engine._llm.llm_engine.step = step_losing_request_1
     with pytest.raises(LlemError, match=r"no tokens for request\(s\) at position\(s\) \[1\]"):
         engine.run_batch([[1], [2], [3]])
+
+
+# -- the GPUs a cell uses are the GPUs it meters ----------------------------------------------
+
+
+def test_pipeline_parallel_stages_are_metered_gpus(
+    vllm_module: ModuleType, model_dir: Path, fake_nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake's EngineArgs has no pipeline_parallel_size; vLLM's own (0.26) does: record what
+    # LLM is given instead of starting the fake.
+    fake_nvml.configure(*(fake_nvml.gpu(f"GPU-{i}", name="Fake H100") for i in range(6)))
+    given: dict[str, Any] = {}
+
+    class RecordingLLM:
+        def __init__(self, **kwargs: Any) -> None:
+            given.update(kwargs)
+
+    monkeypatch.setattr(vllm_module, "LLM", RecordingLLM)
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, settings=VllmConfig(tensor_parallel_size=2, pipeline_parallel_size=2)))
+    assert given["tensor_parallel_size"] == 2 and given["pipeline_parallel_size"] == 2
+    assert [g.uuid for g in engine.gpus] == ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]  # every rank's GPU
+    assert engine.device_description.count("cuda:") == 4
+
+
+def test_one_pipeline_stage_leaves_vllms_default(vllm_module: ModuleType) -> None:
+    assert "pipeline_parallel_size" not in vllm_module.llm_kwargs(VllmConfig())
+    assert vllm_module.llm_kwargs(VllmConfig(pipeline_parallel_size=3))["pipeline_parallel_size"] == 3
+
+
+def test_more_pipeline_ranks_than_gpus_is_unavailable(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable, match=r"needs 4 GPU\(s\) but this process sees 2"):
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(pipeline_parallel_size=4)))
+    assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"
+
+
+@pytest.mark.parametrize(
+    ("key", "use_instead"),
+    [
+        ("pipeline_parallel_size", "vllm.pipeline_parallel_size"),
+        ("tensor_parallel_size", "vllm.tensor_parallel_size"),
+        ("data_parallel_size", r"\(not supported: data parallelism"),
+        ("data_parallel_address", r"\(not supported: data parallelism"),  # by its prefix
+        ("prefill_context_parallel_size", r"\(not supported: prefill context parallelism"),
+        ("nnodes", r"\(not supported: a cell meters the GPUs of its own host"),
+    ],
+)
+def test_a_gpu_count_engine_arg_is_refused_by_the_engine_too(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, key: str, use_instead: str
+) -> None:
+    # Unvalidated: the schema refuses these first; the engine must not forward them either.
+    unchecked = VllmConfig.model_construct(engine_args={key: 2})
+    with pytest.raises(LlemError, match=rf"'{key}' is set by pytest-llem; use {use_instead}"):
+        vllm_module.VllmEngine().load(request(model_dir, settings=unchecked))
+    assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"

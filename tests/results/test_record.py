@@ -171,14 +171,41 @@ def test_baseline_adjusted_energy() -> None:
     assert record["total_energy_j"] == 1500.0
 
 
-def test_adjusted_energy_clamped_at_zero_when_baseline_exceeds_average_power() -> None:
-    # Average power 150 W, baseline 200 W: idle subtraction would go negative.
-    record = build(measurement(baseline_power_w=200.0))
-    assert record["energy_adjusted_j"] == 0.0
-    assert record["mj_per_tok_adjusted"] == 0.0
+@pytest.mark.parametrize("baseline_w", [200.0, 150.0], ids=["above", "equal"])
+def test_adjusted_figures_are_invalid_not_zero_when_baseline_reaches_average_power(baseline_w: float) -> None:
+    # Average power 150 W: a baseline of 150 W or more leaves no energy above idle. It was once
+    # clamped to 0 J / 0 mJ per token, which passes every max: limit.
+    record = build(measurement(baseline_power_w=baseline_w))
+    assert record["energy_adjusted_j"] is None
+    assert record["mj_per_tok_adjusted"] is None
+    reason = record["energy_adjusted_invalid_reason"]
+    assert reason.startswith(f"idle baseline {baseline_w:.1f} W is at or above the window's mean power 150.0 W")
+    assert f"no baseline-adjusted figures: {reason}" in record["warnings"]
+    assert record["baseline_power_w"] == baseline_w  # what was refused stays on record
     assert record["total_energy_j"] == 1500.0
     assert record["mj_per_tok_total"] == pytest.approx(750.0)
-    assert any("above the window's mean power 150.0 W" in w and "clamped to zero" in w for w in record["warnings"])
+
+
+def test_an_invalid_adjusted_figure_breaks_a_max_limit_instead_of_passing_it() -> None:
+    from pytest_llem.verdicts.limits import Limit, breaches
+
+    record = build(measurement(baseline_power_w=200.0))
+    limits = [Limit("mj_per_tok_adjusted", "max", 50.0, "t.llem.yaml:3"), Limit("energy_adjusted_j", "max", 1.0, "cli")]
+    found = breaches(record, limits)
+    assert len(found) == 2 and all("not measured" in line for line in found)
+
+
+def test_a_valid_adjusted_figure_has_no_invalid_reason() -> None:
+    assert build(measurement(baseline_power_w=60.0))["energy_adjusted_invalid_reason"] is None
+    assert build(measurement())["energy_adjusted_invalid_reason"] is None  # no baseline: unavailable, not invalid
+
+
+@pytest.mark.parametrize("power_w", [0.0, -5.0, float("nan"), float("inf")])
+def test_the_cells_idle_power_cannot_be_impossible(power_w: float) -> None:
+    with pytest.raises(ValidationError, match="baseline_power_w"):
+        CellIdlePower(baseline_power_w=power_w)
+    with pytest.raises(ValidationError, match="baseline_per_device_w"):
+        CellIdlePower(baseline_power_w=70.0, baseline_per_device_w=[70.0, power_w])
 
 
 def test_baseline_reason_warned_when_missing() -> None:

@@ -181,11 +181,23 @@ def test_write_json_atomic_writes_and_replaces(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["result.json"]
 
 
-def test_write_json_atomic_uses_default_str(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("data", "where", "kind"),
+    [
+        ({"path": Path("/a/b")}, "$.path", "PosixPath"),
+        ({"ok": 1, "cells": [{"when": datetime(2026, 1, 2, tzinfo=timezone.utc)}]}, "$.cells[0].when", "datetime"),
+        ({"figures": {"energy": {1.0}}}, "$.figures.energy", "set"),
+    ],
+)
+def test_write_json_atomic_refuses_what_json_cannot_hold(
+    tmp_path: Path, data: dict[str, object], where: str, kind: str
+) -> None:
+    # Once written as str(value): a figure stored as text, or a repr no reader could parse.
     target = tmp_path / "x.json"
-    write_json_atomic(target, {"path": Path("/a/b"), "when": datetime(2026, 1, 2, tzinfo=timezone.utc)})
-    data = json.loads(target.read_text(encoding="utf-8"))
-    assert data == {"path": "/a/b", "when": "2026-01-02 00:00:00+00:00"}
+    with pytest.raises(TypeError, match=rf"x\.json: {re.escape(where)} is a {kind}, which JSON cannot hold"):
+        write_json_atomic(target, data)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == [], "no temporary file is left behind"
 
 
 def test_write_json_atomic_serialisation_failure_keeps_previous(tmp_path: Path, no_secrets: None) -> None:

@@ -9,6 +9,7 @@ import pytest
 from pytest_llem.runner import quality
 from pytest_llem.runner.quality import (
     cross_check,
+    cross_check_failures,
     preflight_problems,
     spot_summary,
     throttle_summary,
@@ -264,7 +265,9 @@ def test_cross_check_gaps() -> None:
     assert [r["gpu_uuid"] for r in rows] == ["GPU-a", "GPU-b", "GPU-c"]
     assert rows[0]["relative_gap"] == pytest.approx(0.05)
     assert rows[1]["relative_gap"] == pytest.approx(0.05)  # absolute: integral above counter counts too
-    assert rows[2]["relative_gap"] is None  # no counter energy: no relative gap
+    # No counter energy while power was drawn: the gap is taken against the integral, 100 %.
+    # (It was None once, which switched the check off exactly for a stuck counter.)
+    assert rows[2]["relative_gap"] == pytest.approx(1.0)
     assert rows[0]["counter_j"] == 1000.0 and rows[0]["integral_j"] == 950.0
 
 
@@ -276,3 +279,30 @@ def test_cross_check_without_both_sources_is_empty(counter: list[float] | None, 
 def test_cross_check_feeds_window_warnings() -> None:
     rows = cross_check(["GPU-a"], [1000.0], [900.0])
     assert len(window_warnings(**_good_window(cross_check=rows))) == 1
+
+
+def test_a_stuck_counter_does_not_switch_the_cross_check_off() -> None:
+    # Counter 0 J (stuck) or below (reset) against power drawn: the gap is relative to the
+    # integral, so it is at least 100 %, where it once was None and skipped.
+    rows = cross_check(["GPU-stuck", "GPU-reset", "GPU-idle"], [0.0, -40.0, 0.0], [300.0, 300.0, 0.0])
+    assert rows[0]["relative_gap"] == pytest.approx(1.0)
+    assert rows[1]["relative_gap"] == pytest.approx(340.0 / 300.0)
+    assert rows[2]["relative_gap"] is None  # neither source saw energy: nothing to compare
+    assert len(cross_check_failures(rows, 0.25)) == 2
+
+
+@pytest.mark.parametrize(("gap", "fails"), [(0.1, False), (0.25, False), (0.2501, True), (2.0, True)])
+def test_cross_check_fails_only_beyond_the_failing_bound(gap: float, fails: bool) -> None:
+    row = {"gpu_uuid": "GPU-a", "counter_j": 1000.0, "integral_j": 1000.0 * (1 + gap), "relative_gap": gap}
+    failures = cross_check_failures([row], 0.25)
+    assert len(failures) == int(fails)
+    if fails:
+        assert failures[0] == (
+            f"GPU GPU-a: energy counter (1000.0 J) and integral of sampled power ({1000.0 * (1 + gap):.1f} J) differ by"
+            f" {100 * gap:.1f} %, beyond measurement.cross_check_fail_tolerance (25 %)"
+        )
+
+
+def test_no_rows_no_failures() -> None:
+    assert cross_check_failures([], 0.25) == []
+    assert cross_check_failures(cross_check(["GPU-a"], [100.0], None), 0.25) == []

@@ -9,7 +9,9 @@ when NVML is first initialised::
 
 Per-GPU keys (all optional but ``uuid``): name, power_w (reported power, and the rate the
 energy counter grows at since this module was imported), idle_w (recorded, not reported),
-supports_energy, counter_period_s (the counter moves only in steps of this length),
+supports_energy, counter_w (the counter's rate when it differs from power_w: 0 is a stuck
+counter, a negative rate one that goes back as after a reset, another value one that disagrees
+with the reported power), counter_period_s (the counter moves only in steps of this length),
 temperature_c, memory_total_mib, memory_used_mib, sm_clock_mhz, max_sm_clock_mhz,
 utilization_pct, throttle_reasons, power_limit_w, persistence (bool), mig (bool, or null for
 "not supported"), processes (list of PIDs), and fail: {"nvmlDeviceGetTemperature": n} to make
@@ -186,7 +188,7 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: Any) -> int:
     period = device.get("counter_period_s", 0.0)
     if period:
         elapsed = (elapsed // period) * period
-    return int(elapsed * device.get("power_w", 100.0) * 1000)
+    return int(elapsed * device.get("counter_w", device.get("power_w", 100.0)) * 1000)
 
 
 def nvmlDeviceGetPowerUsage(handle: Any) -> int:
