@@ -46,7 +46,7 @@ def test_statistics_across_cycles_are_written_and_printed(example_run: tuple[obj
     groups = summary["groups"]
     assert len(groups) == 4 and all(g["n_records"] == 2 for g in groups)
     tps = groups[0]["metrics"]["avg_tokens_per_second"]
-    assert tps["n"] == 2 and tps["ci_method"] == "percentile" and tps["ci_low"] <= tps["mean"] <= tps["ci_high"]
+    assert tps["n"] == 2 and tps["ci_method"] == "student-t" and tps["ci_low"] <= tps["mean"] <= tps["ci_high"]
     assert groups[0]["metrics"]["mj_per_tok_total"]["n"] == 0  # no energy on the CPU
     rows = (study_dir / "summary.csv").read_text().splitlines()
     assert rows[0].endswith("metric,n,mean,median,std,cv,ci_low,ci_high,ci_method")

@@ -64,11 +64,15 @@ def render_study_table(result: StudyResult, groups: list[Any]) -> list[str]:
     return out
 
 
-STAT_COLUMNS = ("configuration", "n", "mJ/tok median", "95% CI of mean", "CV", "adj. mJ/tok", "tok/s median")
+STAT_COLUMNS = ("configuration", "cycles", "mJ/tok median", "95% CI of mean (method, n)", "CV", "adj. mJ/tok", "tok/s median")
 
 
 def render_statistics_table(groups: list[Any]) -> list[str]:
-    """One row per configuration: median, confidence interval and CV across its cycles."""
+    """One row per configuration: median, confidence interval and CV across its cycles.
+
+    "cycles" counts the configuration's records; the interval names its method and the number
+    of values it used (a cycle without an energy figure is a record but not a value).
+    """
     if not groups:
         return []
     rows: list[tuple[str, ...]] = []
@@ -78,7 +82,7 @@ def render_statistics_table(groups: list[Any]) -> list[str]:
         tps = group.metrics.get("avg_tokens_per_second")
         ci = "-"
         if total is not None and total.ci_low is not None and total.ci_high is not None:
-            ci = f"{total.ci_low:.2f}-{total.ci_high:.2f}"
+            ci = f"{total.ci_low:.2f}-{total.ci_high:.2f} ({total.ci_method}, n={total.n})"
         rows.append(
             (
                 ", ".join(group.config_ids),
