@@ -8,10 +8,7 @@ fake's counter and reported power grow at fixed rates, so their gap is a ratio o
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +19,7 @@ from pytest_llem.engines.protocol import BatchResult, LoadRequest
 from pytest_llem.errors import MeasurementInvalid
 from pytest_llem.results.measurement import CellMeasurement, GpuInfo
 from pytest_llem.runner import measure
-from tests.energy.conftest import FAKES_DIR, FakeNvml
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
-    """``tests/fakes/pynvml`` imported as ``pynvml`` (as in tests/energy), with no GPU yet."""
-    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
-    monkeypatch.syspath_prepend(str(FAKES_DIR))
-    module = importlib.import_module("pynvml")
-    assert getattr(module, "FAKE", False), f"imported the real pynvml from {module.__file__}"
-    fake = FakeNvml(module, monkeypatch)
-    fake.configure()
-    yield fake
-    sys.modules.pop("pynvml", None)
+from tests.energy.conftest import FakeNvml
 
 
 class StubEngine:
