@@ -12,7 +12,10 @@ Steps of ``run`` (each a plain ``pytest`` command, printed before it runs, its o
 5. ``pool-serial``: the same study on one GPU alone (``CUDA_VISIBLE_DEVICES`` = ``$PROOF_SERIAL_GPU``, 0 by default).
 
 Run from the repository root with the plugin importable (PYTHONPATH and ``-p pytest_llem.plugin``,
-as ``shared/gpu/README.md`` shows). Wall times per step go to DIR/steps.json.
+as ``shared/gpu/README.md`` shows). Wall times per step go to DIR/steps.json. On the device
+machine, start a long run in the background from a copy outside the checkout (``cp -r . /root/snap``
+and ``setsid`` there): every device call re-syncs the checkout, and files of a run started inside
+it vanish under the run.
 """
 
 from __future__ import annotations
