@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
 from pytest_llem.errors import (
@@ -264,7 +264,13 @@ def run_in_child(
         error.phases = progress.phases
         raise error
     assert progress.result is not None
-    measurement = result_type.model_validate(progress.result)
+    try:
+        measurement = result_type.model_validate(progress.result)
+    except ValidationError as exc:  # parent and child disagree on the envelope: this cell's failure
+        invalid = CellCrashed(f"the child's measurement does not match {result_type.__name__}: {exc}")
+        invalid.log_tail = log_tail(log_path)
+        invalid.phases = progress.phases
+        raise invalid from None
     return ChildReport(measurement=measurement, wall_time_s=time.monotonic() - started, phases=progress.phases)
 
 
