@@ -91,9 +91,13 @@ class ConfigurationCollector(pytest.Collector):
         study, configuration = self.study, self.configuration
         positions = {(c.index, k): i for i, (c, k) in enumerate(study.run_order(), start=1)}
         for cycle in range(study.execution.n_cycles):
-            item = CellItem.from_parent(self, name=study.cycle_name(cycle), callobj=llem_cell)
-            item.setup_cell(study, configuration, cycle, positions[(configuration.index, cycle)])
-            yield item
+            yield self.make_cell(cycle, positions[(configuration.index, cycle)])
+
+    def make_cell(self, cycle: int, position: int) -> CellItem:
+        """The item of one cycle: a planned one, or an adaptive one decided on after the planned cycles."""
+        item = CellItem.from_parent(self, name=self.study.cycle_name(cycle), callobj=llem_cell)
+        item.setup_cell(self.study, self.configuration, cycle, position)
+        return item
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.study.path, self.configuration.line - 1, self.configuration.config_id

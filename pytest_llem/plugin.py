@@ -207,10 +207,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
-    """After every cell ran: a regression fails the session through ``testsfailed`` (pytest-cov's way),
-    even when every cell passed; never by raising from the terminal summary."""
+    """After every planned cell ran: adaptive cycles, then the regression gate.
+
+    A regression fails the session through ``testsfailed`` (pytest-cov's way), even when every
+    cell passed; never by raising from the terminal summary."""
     result = yield
-    session.testsfailed += _session(session.config).judge_regressions()
+    llem = _session(session.config)
+    llem.run_adaptive_cycles(session)
+    llem.finish_studies()  # wall time recorded before pytest-json-report reads the manifests
+    session.testsfailed += llem.judge_regressions()
     return result
 
 

@@ -70,6 +70,8 @@ class LlemSession:
         self.missing_engine_policy()
         self.inconclusive_policy()
         self.gate_lines: list[str] = []  # the regression section of the terminal summary
+        self.adaptive_lines: list[str] = []  # what adaptive cycles did, for the terminal summary
+        self._studies_finished = False
         # Under pytest-xdist the controller hands every worker one stamp (so they share each
         # study's directory) and one GPU; serially both are this process's own.
         workerinput: dict[str, Any] = getattr(config, "workerinput", {})
@@ -238,8 +240,91 @@ class LlemSession:
             if run is not None:
                 run.skip(_cell_ref(cell), cell.configuration.skip_reason or "skipped")
 
+    # -- adaptive cycles ---------------------------------------------------------------------
+
+    def run_adaptive_cycles(self, session: pytest.Session) -> None:
+        """After the planned cells: more cycles where a study asks for them (see verdicts/adaptive.py).
+
+        Serial runs only: under pytest-xdist the controller, which decides, has no GPU and no
+        cells of its own, so it says which studies asked for adaptive cycles and did not get them.
+        """
+        if self.is_worker:
+            return
+        if not self.runs:
+            self._note_adaptive_under_xdist()
+            return
+        adaptive = {path: run for path, run in self.runs.items() if run.study.execution.adaptive}
+        if not adaptive:
+            return
+        from pytest_llem.execution.adaptive_cycles import AdaptiveCycles
+        from pytest_llem.nodes import ConfigurationCollector
+
+        cells = [c for c in map(as_cell, session.items) if c is not None and c.study.path in adaptive]
+        collectors: dict[tuple[Path, str], ConfigurationCollector] = {}
+        for cell in cells:
+            if isinstance(cell.parent, ConfigurationCollector):
+                collectors[(cell.study.path, cell.configuration.config_id)] = cell.parent
+        ran = [(c.study.path, c.configuration.config_id, c.cycle) for c in cells if c.configuration.runnable]
+        rounds = AdaptiveCycles(adaptive, ran, self._inconclusive)
+        while not (session.shouldfail or session.shouldstop):
+            extra = rounds.next_round()
+            if not extra:
+                break
+            items = [
+                (collectors[(cell.study_path, cell.config_id)].make_cell(cell.cycle, cell.position), cell.reason)
+                for cell in extra
+            ]
+            self._run_extra(session, items)
+        self.adaptive_lines = rounds.report()
+
+    def _inconclusive(self, study_dirs: list[Path]) -> dict[str, dict[str, str]]:
+        """Study name -> config id -> the gate rules it is inconclusive under (none without rules)."""
+        if not self.compare_rules:
+            return {}
+        from pytest_llem.verdicts.finalize import finalize_study
+        from pytest_llem.verdicts.gate import inconclusive_configs
+
+        studies = [finalize_study(d) for d in study_dirs]
+        return inconclusive_configs(self.gate_options(), studies, self.compare_rules, self._cache())
+
+    def _run_extra(self, session: pytest.Session, extra: list[tuple[CellItem, str]]) -> None:
+        """Run a round of adaptive cells through pytest's own protocol, so they report like any test."""
+        for item, reason in extra:
+            self.runs[item.study.path].add_cell(_cell_ref(item), reason)
+        items = [item for item, _ in extra]
+        session.items.extend(items)
+        session.testscollected += len(items)
+        for index, item in enumerate(items):
+            following = items[index + 1] if index + 1 < len(items) else None
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=following)
+            if session.shouldfail or session.shouldstop:
+                break
+        self._finalized = None
+
+    def _note_adaptive_under_xdist(self) -> None:
+        """On the xdist controller: studies that asked for adaptive cycles did not get them."""
+        if not self.study_dirs:
+            return
+        from pytest_llem.results.manifest import read_manifest
+
+        for study_dir in dict.fromkeys(self.study_dirs):
+            protocol = read_manifest(study_dir).get("measurement_protocol") or {}
+            if (protocol.get("max_cycles") or 0) > (protocol.get("n_cycles") or 0):
+                self.adaptive_lines.append(
+                    f"{study_dir.name}: adaptive cycles (target_ci_pct/max_cycles) need a serial run and did not run"
+                    " under pytest-xdist; only the planned cycles were measured"
+                )
+
     def finish_studies(self) -> None:
-        """Close every study's manifest; a worker tells the controller which directories it wrote."""
+        """Close every study's manifest; a worker tells the controller which directories it wrote.
+
+        Called when the last cell has run (from the runtestloop wrapper, so the wall time is in
+        the manifest before pytest-json-report reads it) and again at session finish (a no-op
+        then, unless the loop was interrupted).
+        """
+        if self._studies_finished:
+            return
+        self._studies_finished = True
         for run in self.runs.values():
             run.finish()
         workeroutput: dict[str, Any] | None = getattr(self.config, "workeroutput", None)
@@ -322,7 +407,7 @@ class LlemSession:
             return
         from pytest_llem.report.terminal import summary_sections
 
-        for title, lines in summary_sections(self.finalized(), self.gate_lines):
+        for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines):
             terminalreporter.write_sep("-", title)
             for line in lines:
                 terminalreporter.write_line(line)

@@ -63,6 +63,9 @@ def test_json_report_carries_cell_figures_and_study_statistics(example_run: tupl
     (study,) = report["llem"]["studies"]
     assert study["study_name"] == "quickstart" and Path(study["study_dir"]) == study_dir
     assert len(study["statistics"]) == 4
+    # pytest-json-report reads the studies in its own (tryfirst) sessionfinish: the wall time must
+    # already be in the manifest then, not set by ours afterwards.
+    assert study["summary"]["total_wall_time_s"] > 0
 
 
 def test_every_cell_passes(example_run: tuple[object, Path]) -> None:

@@ -58,6 +58,21 @@ class CellOutcome:
     cell_dir: Path | None = None
 
 
+def _manifest_entry(study: Study, cell: CellRef) -> dict[str, Any]:
+    """A cell as the manifest first lists it: who it is and its resolved configuration."""
+    configuration = cell.configuration
+    return {
+        "experiment_id": cell.experiment_id(study),
+        "config_id": configuration.config_id,
+        "cycle": cell.cycle,
+        "position": cell.position,
+        "nodeid": cell.nodeid,
+        "measurement_config_hash": configuration.config_hash,
+        "config": configuration.config.model_dump(mode="json") if configuration.config is not None else configuration.raw,
+        **({"skip_reason": configuration.skip_reason} if configuration.skip_reason else {}),
+    }
+
+
 @dataclass
 class StudyRun:
     study: Study
@@ -83,6 +98,8 @@ class StudyRun:
             "study_design_hash": study.design_hash,
             "measurement_protocol": {
                 "n_cycles": ex.n_cycles,
+                "target_ci_pct": ex.target_ci_pct,
+                "max_cycles": ex.cycle_cap,
                 "experiment_order": ex.experiment_order,
                 "experiment_gap_seconds": ex.experiment_gap_seconds,
                 "cycle_gap_seconds": ex.cycle_gap_seconds,
@@ -90,23 +107,13 @@ class StudyRun:
                 "experiment_timeout_seconds": timeout_override or ex.experiment_timeout_seconds,
             },
         }
-        experiments = [
-            {
-                "experiment_id": cell.experiment_id(study),
-                "config_id": cell.configuration.config_id,
-                "cycle": cell.cycle,
-                "position": cell.position,
-                "nodeid": cell.nodeid,
-                "measurement_config_hash": cell.configuration.config_hash,
-                "config": cell.configuration.config.model_dump(mode="json")
-                if cell.configuration.config is not None
-                else cell.configuration.raw,
-                **({"skip_reason": cell.configuration.skip_reason} if cell.configuration.skip_reason else {}),
-            }
-            for cell in cells
-        ]
+        experiments = [_manifest_entry(study, cell) for cell in cells]
         manifest = Manifest(study_dir, header, experiments, warnings=list(study.warnings))
         return cls(study=study, study_dir=study_dir, manifest=manifest, timeout_override=timeout_override)
+
+    def add_cell(self, cell: CellRef, reason: str) -> None:
+        """An adaptive cycle decided on after the planned ones: into the manifest, with why."""
+        self.manifest.add({**_manifest_entry(self.study, cell), "adaptive_reason": reason})
 
     def _pause_before(self, cell: CellRef) -> None:
         """Gaps between cells let the GPU return towards idle; a new cycle may ask for more."""
@@ -122,7 +129,7 @@ class StudyRun:
 
     def cell_dir(self, cell: CellRef) -> Path:
         config = cell.configuration
-        width = max(3, len(str(len(self.study.configurations) * self.study.execution.n_cycles)))
+        width = max(3, len(str(len(self.study.configurations) * self.study.execution.cycle_cap)))
         name = cell_dir_name(
             cell.position, self.study.cycle_name(cell.cycle), config.raw.get("model", "model"), config.engine,
             config.config_hash or "invalid", width,

@@ -17,12 +17,16 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def summary_sections(studies: list[FinalizedStudy], gate_lines: list[str]) -> list[tuple[str, list[str]]]:
+def summary_sections(
+    studies: list[FinalizedStudy], gate_lines: list[str], adaptive_lines: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
     """``(title, lines)`` of each section the session adds to pytest's terminal summary.
 
-    One per study (its table), then the regression gate's lines if it ran.
+    One per study (its table), then what adaptive cycles did, then the regression gate's lines.
     """
     sections = [(f"llem: {study.result.study_name}", render_study_table(study.result, study.groups)) for study in studies]
+    if adaptive_lines:
+        sections.append(("llem: adaptive cycles", list(adaptive_lines)))
     if gate_lines:
         sections.append(("llem: comparison with stored baselines", list(gate_lines)))
     return sections

@@ -20,6 +20,15 @@ Status = Literal["pending", "running", "completed", "failed", "skipped"]
 MANIFEST_NAME = "manifest.json"
 
 
+def read_manifest(study_dir: Path) -> dict[str, Any]:
+    """A study's manifest as it is on disk; empty when it is missing or unreadable (for notes only)."""
+    try:
+        data = json.loads((study_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class Manifest:
     """The manifest of one study run, on disk after every change.
 
@@ -89,6 +98,13 @@ class Manifest:
                 raise KeyError(experiment_id)
             matches[0]["status"] = status
             matches[0].update(fields)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """A cell decided on during the run (an adaptive cycle), pending until it starts."""
+        with self._changing() as data:
+            if any(e["experiment_id"] == entry["experiment_id"] for e in data["experiments"]):
+                raise ValueError(f"{entry['experiment_id']} is already in the manifest")
+            data["experiments"].append({**entry, "status": "pending", "result_path": None})
 
     def warn(self, message: str) -> None:
         with self._changing() as data:

@@ -17,6 +17,10 @@ from pytest_llem.config.engines import EngineName
 from pytest_llem.config.experiment import ExperimentConfig
 
 
+#: The cap on cycles when a study sets ``target_ci_pct`` and no ``max_cycles``.
+DEFAULT_ADAPTIVE_CAP = 10
+
+
 class ExecutionConfig(StrictModel):
     """How cells are repeated and ordered. Left out of the study_design_hash."""
 
@@ -33,6 +37,43 @@ class ExecutionConfig(StrictModel):
     startup_timeout_seconds: float = Field(
         300.0, gt=0.0, description="Time allowed for the child's imports and device setup (handshake)."
     )
+    target_ci_pct: float | None = Field(
+        None,
+        gt=0.0,
+        lt=100.0,
+        description="Adaptive cycles: after the planned cycles, a configuration whose headline interval"
+        " (mj_per_tok_adjusted, else mj_per_tok_total) has a relative half-width above this percentage gets"
+        " more cycles, up to max_cycles.",
+    )
+    max_cycles: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Adaptive cycles: the most cycles a configuration may get (default: max(n_cycles,"
+        f" {DEFAULT_ADAPTIVE_CAP}) with target_ci_pct, else n_cycles). Above n_cycles it also gives"
+        " configurations the regression gate finds inconclusive more cycles.",
+    )
+
+    @model_validator(mode="after")
+    def _cap_not_below_plan(self) -> ExecutionConfig:
+        if self.max_cycles is not None and self.max_cycles < self.n_cycles:
+            raise ValueError(
+                f"max_cycles ({self.max_cycles}) is below n_cycles ({self.n_cycles}): it caps the cycles a"
+                " configuration may get, planned ones included; raise it or lower n_cycles"
+            )
+        return self
+
+    @property
+    def cycle_cap(self) -> int:
+        """The most cycles any configuration can get: the planned ones plus adaptive ones."""
+        if self.max_cycles is not None:
+            return self.max_cycles
+        return max(self.n_cycles, DEFAULT_ADAPTIVE_CAP) if self.target_ci_pct is not None else self.n_cycles
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether any configuration can get cycles beyond the planned ones."""
+        return self.cycle_cap > self.n_cycles
 
 
 class ExplicitExperiment(BaseModel):

@@ -77,7 +77,8 @@ class Study:
 
     @property
     def cycle_width(self) -> int:
-        return len(str(max(self.execution.n_cycles - 1, 0)))
+        # Wide enough for adaptive cycles too, so cells' names sort in cycle order.
+        return len(str(max(self.execution.cycle_cap - 1, 0)))
 
     def cycle_name(self, cycle: int) -> str:
         return f"c{cycle:0{self.cycle_width}d}"

@@ -86,17 +86,14 @@ def run_gate(
     tolerance stays at most 5 % however many configurations it has. ``cache`` is where
     ``--llem-compare=last`` finds the previous run (None: pytest's cache is off).
     """
-    comparisons: list[_StudyComparison] = []
+    comparisons = _compare_all(options, studies, rules, cache)
     stored_lines: list[str] = []
     for study in studies:
         records = _passing(study.result.experiments, study.result.manifest)
         name = study.result.study_name
-        if rules:
-            comparisons.append(_compare(options, cache, name, records, rules))
         if options.update and records:
             path = stored.store(options.baseline_root, name, records)
             stored_lines.append(f"{name}: baseline stored in {path}")
-    _decide_regressions([v for c in comparisons for v in c.verdicts])
     failures = 0
     lines: list[str] = []
     for comparison in comparisons:
@@ -110,6 +107,38 @@ def run_gate(
     if regressed:
         lines.insert(0, f"{len(regressed)} regression(s): " + "; ".join(regressed))
     return failures, lines
+
+
+def _compare_all(
+    options: GateOptions, studies: list[FinalizedStudy], rules: list[CompareRule], cache: Cache | None
+) -> list[_StudyComparison]:
+    """Every study against its baseline, decided together (Holm over the session); stores nothing."""
+    if not rules:
+        return []
+    comparisons = [
+        _compare(options, cache, study.result.study_name, _passing(study.result.experiments, study.result.manifest), rules)
+        for study in studies
+    ]
+    _decide_regressions([v for c in comparisons for v in c.verdicts])
+    return comparisons
+
+
+def inconclusive_configs(
+    options: GateOptions, studies: list[FinalizedStudy], rules: list[CompareRule], cache: Cache | None = None
+) -> dict[str, dict[str, str]]:
+    """Study name -> config id -> the rule(s) the gate cannot yet decide it under.
+
+    The same decision as :func:`run_gate`'s, without storing anything: adaptive cycles ask it
+    after each round which configurations more cycles could decide.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for comparison in _compare_all(options, studies, rules, cache):
+        for verdict in comparison.verdicts:
+            if verdict.status == "inconclusive":
+                rules_of = found.setdefault(comparison.name, {})
+                described = verdict.rule.describe()
+                rules_of[verdict.config_id] = "; ".join(filter(None, [rules_of.get(verdict.config_id), described]))
+    return found
 
 
 def _decide_regressions(verdicts: list[Verdict]) -> None:
