@@ -10,6 +10,9 @@ Steps of ``run`` (each a plain ``pytest`` command, printed before it runs, its o
 3. ``tp-under-xdist``: the TP-2 cell under ``-n 2`` (each worker holds one GPU): refused or not.
 4. ``pool-n2``: ``benchmarks/studies/multi-gpu-pool.llem.yaml -n 2 --dist loadscope``.
 5. ``pool-serial``: the same study on one GPU alone (``CUDA_VISIBLE_DEVICES`` = ``$PROOF_SERIAL_GPU``, 0 by default).
+6. ``adaptive`` (issue 12): ``benchmarks/studies/adaptive.llem.yaml`` on ``$PROOF_ADAPTIVE_GPU`` (1 by default):
+   adaptive cycles and the idle baseline's uncertainty on hardware. It can run beside
+   ``pool-serial`` (another GPU) in a second ``run`` with its own ``--out``.
 
 Run from the repository root with the plugin importable (PYTHONPATH and ``-p pytest_llem.plugin``,
 as ``shared/gpu/README.md`` shows). Wall times per step go to DIR/steps.json. On the device
@@ -39,6 +42,7 @@ STEPS: dict[str, tuple[list[str], dict[str, str]]] = {
     "tp-under-xdist": (["benchmarks/studies/tensor-parallel.llem.yaml", "-n", "2", "-k", "tp2 and c0"], {}),
     "pool-n2": (["benchmarks/studies/multi-gpu-pool.llem.yaml", "-n", "2", "--dist", "loadscope"], {}),
     "pool-serial": (["benchmarks/studies/multi-gpu-pool.llem.yaml"], {"CUDA_VISIBLE_DEVICES": os.environ.get("PROOF_SERIAL_GPU", "0")}),
+    "adaptive": (["benchmarks/studies/adaptive.llem.yaml"], {"CUDA_VISIBLE_DEVICES": os.environ.get("PROOF_ADAPTIVE_GPU", "1")}),
 }
 
 

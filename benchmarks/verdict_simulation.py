@@ -79,7 +79,7 @@ def _lognormal(sigma: float) -> Distribution:
 
 
 DISTRIBUTIONS: dict[str, Distribution] = {d.name: d for d in (_normal(10.0, 1.0), _lognormal(0.5), _lognormal(0.25))}
-DEFAULT_DISTRIBUTIONS: tuple[str, ...] = ("normal", "lognormal-0.5")
+DEFAULT_DISTRIBUTIONS: tuple[str, ...] = ("normal", "lognormal-0.25", "lognormal-0.5")
 
 
 @dataclass(frozen=True)
@@ -279,11 +279,89 @@ def add_gate_command(subparsers: Any) -> None:
     parser.set_defaults(run=run_gate)
 
 
+def _adaptive_session(
+    rng: np.random.Generator, configs: int, change: float, cv: float, stored_n: int, start: int, cap: int
+) -> tuple[bool, int, list[int]]:
+    """One session with adaptive cycles: ``(failed, configurations decided, cycles each used)``.
+
+    As the session does it: judge every configuration, Holm over the session, and give each
+    configuration still inconclusive one more cycle (``pytest_llem.verdicts.adaptive.needs``
+    decides, with the gate's inconclusive set), round after round, until none is or the cap.
+    """
+    from pytest_llem.verdicts.adaptive import needs
+    from pytest_llem.verdicts.compare import judge, parse_rule
+    from pytest_llem.verdicts.decision import holm
+
+    rule = parse_rule("mj_per_tok_adjusted.median:5%")
+    stored = [list(100.0 * (1 + cv * rng.standard_normal(stored_n))) for _ in range(configs)]
+    current = [list(100.0 * (1 + change) * (1 + cv * rng.standard_normal(start))) for _ in range(configs)]
+    while True:
+        verdicts = [judge(f"c{i}", rule, stored[i], current[i]) for i in range(configs)]
+        tested = [i for i, v in enumerate(verdicts) if v.evidence is not None]
+        rejected = dict(zip(tested, holm([v.evidence.p_value for v in verdicts if v.evidence is not None])))
+        undecided = {f"c{i}": "median:5%" for i, v in enumerate(verdicts) if v.status == "inconclusive" and not rejected.get(i)}
+        more = [n for n in needs([], {f"c{i}": len(current[i]) for i in range(configs)}, target_ci_pct=None, cap=cap,
+                                  inconclusive=undecided) if n.more]  # fmt: skip
+        if not more:
+            break
+        for need in more:
+            index = int(need.config_id[1:])
+            current[index].append(100.0 * (1 + change) * (1 + cv * rng.standard_normal()))
+    decided = sum(bool(rejected.get(i)) or v.status == "pass" for i, v in enumerate(verdicts))
+    return any(rejected.values()), decided, [len(c) for c in current]
+
+
+def run_adaptive(args: argparse.Namespace) -> int:
+    """The gate with adaptive cycles: can the default study (3 cycles) reach a decision, and at what cost?"""
+    rng = np.random.default_rng(args.seed)
+    print(
+        f"{args.sessions} sessions per row, rule median:5%, seed {args.seed}; stored baseline {args.stored} cycles,"
+        f" current run starts at {args.start} and an inconclusive configuration gets one more cycle per round up to"
+        f" {args.cap}\n"
+    )
+    print("| CV | configurations | true change | sessions failed | configurations decided | mean cycles used | at the cap |")
+    print("|---|---|---|---|---|---|---|")
+    for cv in args.cvs:
+        for configs, change in ((1, 0.0), (4, 0.0), (8, 0.0), (1, 0.05), (1, 0.10)):
+            failed = decided = capped = 0
+            used: list[int] = []
+            for _ in range(args.sessions):
+                session_failed, session_decided, cycles = _adaptive_session(
+                    rng, configs, change, cv, args.stored, args.start, args.cap
+                )
+                failed += session_failed
+                decided += session_decided
+                used += cycles
+                capped += sum(c >= args.cap for c in cycles)
+            label = "none" if change == 0 else f"+{100 * change:.0f} %"
+            total = args.sessions * configs
+            print(
+                f"| {100 * cv:g} % | {configs} | {label} | {100 * failed / args.sessions:.1f} % |"
+                f" {100 * decided / total:.0f} % | {np.mean(used):.1f} | {100 * capped / total:.0f} % |"
+            )
+    return 0
+
+
+def add_adaptive_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "adaptive", help="the regression gate with adaptive cycles from the default 3",
+        description="Decisions, false positives and cycles used when inconclusive configurations get more cycles.",
+    )  # fmt: skip
+    parser.add_argument("--sessions", type=int, default=1000, help="simulated sessions per row (default 1000)")
+    parser.add_argument("--stored", type=_size, default=10, help="cycles in the stored baseline (default 10)")
+    parser.add_argument("--start", type=_size, default=3, help="planned cycles of the current run (default 3)")
+    parser.add_argument("--cap", type=_size, default=10, help="max_cycles (default 10)")
+    parser.add_argument("--cvs", type=float, nargs="+", default=[0.01, 0.08], help="cycle-to-cycle CVs")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.set_defaults(run=run_adaptive)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_coverage_command(subparsers)
     add_gate_command(subparsers)
+    add_adaptive_command(subparsers)
     return parser
 
 

@@ -27,6 +27,9 @@ from pytest_llem.results.measurement import IdlePower
 def sample_idle(gpu_uuids: list[str], duration_s: float, interval_s: float, method: str) -> list[IdlePower]:
     """Sample idle power of the GPUs for ``duration_s`` (call with the CUDA context already made).
 
+    Each baseline records the ``duration_s`` and ``interval_s`` it was asked for (beside the time
+    that actually elapsed): a cached baseline is reused only under the same settings.
+
     Raises :class:`~pytest_llem.errors.MeasurementInvalid`, naming every GPU concerned, when
     an idle power comes out at 0 W or less or not finite: no baseline is then subtracted, and
     the cells' records say why.
@@ -82,6 +85,8 @@ def sample_idle(gpu_uuids: list[str], duration_s: float, interval_s: float, meth
                 temperature_c=statistics.fmean(temps) if temps else None,
                 measured_at=time.time(),
                 method=method + ("; mean from the energy counter" if counter_w is not None else "; mean of power samples"),
+                requested_duration_s=duration_s,
+                sample_interval_s=interval_s,
             )
         )
     if problems:

@@ -156,8 +156,9 @@ class StudyRun:
         self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir))
         started_at = utc_iso(precise=True)
         report = self._measure(cell, config, cell_dir, baselines, gpu_uuid)
+        ended_at = utc_iso(precise=True)  # the cell's own span: before any idle re-measurement it caused
         idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
-        record = self._write_record(cell, config, cell_dir, report, idle, (started_at, utc_iso(precise=True)))
+        record = self._write_record(cell, config, cell_dir, report, idle, (started_at, ended_at))
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
 
     def _relative(self, cell_dir: Path) -> str:
@@ -203,18 +204,39 @@ class StudyRun:
             self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
             raise
 
-    @staticmethod
     def _idle_power_of(
-        measurement: CellMeasurement, config: ExperimentConfig, baselines: SessionIdlePower | None, reason: str | None
-    ) -> CellIdlePower:
-        """The idle baseline of the cell's GPUs; its spot check may mark a baseline stale for the next cell."""
+        self, measurement: CellMeasurement, config: ExperimentConfig, baselines: SessionIdlePower | None,
+        reason: str | None,
+    ) -> CellIdlePower:  # fmt: skip
+        """The idle baseline of the cell's GPUs, checked against the cell's own idle spot check.
+
+        Called after the cell's child finished and before its record is built, so that a spot
+        check that found the baseline drifted can have idle power measured again for this cell
+        (``SessionIdlePower.settle_drift``); what happened goes into the cell's warnings. A cell
+        that asked for no baseline (``baseline.enabled: false``) gets none, even where the session
+        holds one for another configuration.
+        """
         if baselines is None:
             return CellIdlePower(baseline_unavailable_reason=reason)
-        idle = baselines.for_cell([g.uuid for g in measurement.gpus], reason)
-        measurement.warnings.extend(
-            baselines.check_drift(measurement.idle_spot_check or {}, config.measurement.baseline.drift_threshold)
+        if not config.measurement.baseline.enabled:
+            return CellIdlePower(baseline_unavailable_reason="measurement.baseline.enabled is false")
+        idle, warnings = baselines.settle_drift(
+            [g.uuid for g in measurement.gpus],
+            reason,
+            measurement.idle_spot_check or {},
+            config.measurement.baseline,
+            remeasure=lambda: self._remeasure_idle_power(config, baselines),
         )
+        measurement.warnings.extend(warnings)
         return idle
+
+    def _remeasure_idle_power(self, config: ExperimentConfig, baselines: SessionIdlePower) -> str | None:
+        """Idle power again, right after a drifted cell: what ``_prepare_idle_power`` does before one.
+
+        The GPUs the spot check marked stale are measured afresh (never taken from a cache). The
+        results root is the study directory's parent, where ``make_study_dir`` made it.
+        """
+        return self._prepare_idle_power(config, baselines, None)
 
     def _write_record(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],

@@ -65,6 +65,11 @@ class IdlePower(_Figures):
     temperature_c: float | None
     measured_at: float = Field(description="Unix time.")
     method: str
+    # What the measurement was asked for, so that a cache file is reused only under the same
+    # settings (a 15 s baseline is not a 30 s one). Null in files written before they were
+    # recorded: such a baseline is measured afresh rather than trusted.
+    requested_duration_s: float | None = Field(None, description="The sampling time asked for (duration_s is what elapsed).")
+    sample_interval_s: float | None = Field(None, description="The interval of the power samples behind std_w.")
 
     def age_s(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.measured_at)
@@ -141,6 +146,15 @@ class CellIdlePower(_Figures):
 
     Field names are the record's (``baseline_power_w`` is a contract field). An idle power is
     above zero and finite or absent (:data:`Positive`), never subtracted as 0 W.
+
+    ``baseline_invalid_reason`` says why a baseline that exists must still not be subtracted
+    from this cell's window (its spot check found idle power drifted, and re-measuring gave no
+    baseline that agrees with it): the record's adjusted figures are then null with this reason.
+    ``baseline_uncertainty_w`` is the baseline's 1-sigma error for this cell
+    (:func:`pytest_llem.execution.idle_power.baseline_uncertainty_w` says how it is made); the
+    record turns it into the adjusted figures' uncertainties. Both speak of the adjusted figures
+    only, so the record shows them through those: the reason as ``energy_adjusted_invalid_reason``,
+    the uncertainty only beside an adjusted figure (null where there is none).
     """
 
     baseline_power_w: Positive | None = None
@@ -150,6 +164,8 @@ class CellIdlePower(_Figures):
     baseline_method: str | None = None
     baseline_source: str | None = None
     baseline_unavailable_reason: str | None = None
+    baseline_uncertainty_w: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    baseline_invalid_reason: str | None = None
 
 
 class CellIdentity(_Figures):

@@ -68,15 +68,20 @@ def _zeus_total(details: dict[str, Any], key: str) -> float | None:
     return float(sum(values.values())) if isinstance(values, dict) and values else None
 
 
-def _adjusted(total_j: float | None, baseline_w: float | None, window_s: float) -> tuple[float | None, str | None]:
+def _adjusted(total_j: float | None, idle: CellIdlePower, window_s: float) -> tuple[float | None, str | None]:
     """Energy above idle over the window, or why it is invalid; ``(None, None)`` when it cannot exist.
 
     An idle baseline at or above the window's mean power leaves nothing (or less than nothing)
     for the workload: the baseline is wrong for this window (measured hotter, or drifted), not
     the workload free. Such a figure is invalid, never 0, because 0 passes every ``max:`` limit.
+    So is one whose baseline the cell's own spot check showed wrong for its window
+    (``idle.baseline_invalid_reason``: drifted, and no re-measured baseline agreed).
     """
+    baseline_w = idle.baseline_power_w
     if total_j is None or baseline_w is None:
         return None, None
+    if idle.baseline_invalid_reason:
+        return None, idle.baseline_invalid_reason
     adjusted_j = total_j - baseline_w * window_s
     if adjusted_j > 0:
         return adjusted_j, None
@@ -85,6 +90,24 @@ def _adjusted(total_j: float | None, baseline_w: float | None, window_s: float) 
         f"idle baseline {baseline_w:.1f} W is at or above the window's mean power {mean_w:.1f} W, which leaves"
         " no energy above idle; re-measure the baseline"
     )
+
+
+def _adjusted_uncertainty(
+    idle: CellIdlePower, adjusted_j: float | None, window_s: float, tokens: int
+) -> dict[str, float | None]:
+    """The baseline's 1-sigma uncertainty and what it means for each adjusted figure; null without one.
+
+    ``energy_adjusted_j`` subtracts ``baseline_power_w x window``, so a baseline error of u watts
+    moves it by u x window joules, and ``mj_per_tok_adjusted`` by that per output token. In a
+    host-bound cell, whose power sits little above idle, this is the largest error of the figure.
+    """
+    u_w = idle.baseline_uncertainty_w if adjusted_j is not None else None
+    energy_j = u_w * window_s if u_w is not None else None
+    return {
+        "baseline_uncertainty_w": u_w,
+        "energy_adjusted_uncertainty_j": energy_j,
+        "mj_per_tok_adjusted_uncertainty": _ratio(energy_j * 1000.0, tokens) if energy_j is not None else None,
+    }
 
 
 def _warnings(m: CellMeasurement, idle: CellIdlePower, adjusted_invalid_reason: str | None) -> list[str]:
@@ -115,7 +138,7 @@ def build_result(
     tokens, input_tokens, window = m.output_tokens, m.input_tokens, m.window_s
     total_j = energy.total_j
     baseline_w = idle.baseline_power_w
-    adjusted_j, adjusted_invalid_reason = _adjusted(total_j, baseline_w, window)
+    adjusted_j, adjusted_invalid_reason = _adjusted(total_j, idle, window)
     flops_prefill = 2.0 * m.parameter_count * input_tokens
     flops_decode = 2.0 * m.parameter_count * tokens
     total_flops = flops_prefill + flops_decode
@@ -151,6 +174,7 @@ def build_result(
         "energy_meter": energy.meter,
         "energy_unavailable_reason": energy.unavailable_reason,
         "energy_adjusted_invalid_reason": adjusted_invalid_reason,
+        **_adjusted_uncertainty(idle, adjusted_j, window, tokens),
         "energy_error_bound_j": energy.error_bound_j,
         "energy_per_input_and_output_token_j": _ratio(total_j, tokens + input_tokens),
         "total_input_tokens": input_tokens,
@@ -173,7 +197,8 @@ def build_result(
         "ttft_s": _latency_summary(m.ttft_s),
         "itl_s": _latency_summary(m.itl_s),
         "request_latency_s": _latency_summary(m.request_latency_s),
-        **idle.model_dump(exclude={"baseline_power_w"}),
+        # Said through the adjusted figures above: the reason and the uncertainty.
+        **idle.model_dump(exclude={"baseline_power_w", "baseline_invalid_reason", "baseline_uncertainty_w"}),
         "idle_spot_check": m.idle_spot_check,
         "window_t_start_s": m.window_t_start_s,
         "telemetry": m.telemetry.model_dump(mode="json"),

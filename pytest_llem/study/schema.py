@@ -16,7 +16,6 @@ from pytest_llem.config.base import StrictModel
 from pytest_llem.config.engines import EngineName
 from pytest_llem.config.experiment import ExperimentConfig
 
-
 #: The cap on cycles when a study sets ``target_ci_pct`` and no ``max_cycles``.
 DEFAULT_ADAPTIVE_CAP = 10
 

@@ -59,7 +59,7 @@ def relative_half_width(summary: MetricSummary) -> float | None:
 
 def _systematic_relative(summary: MetricSummary) -> float:
     """The part of the relative half-width more cycles cannot remove (the idle baseline's)."""
-    uncertainty = getattr(summary, "baseline_uncertainty", None)
+    uncertainty = summary.baseline_uncertainty
     if not uncertainty or not summary.mean:
         return 0.0
     return float(_Z_95 * uncertainty / abs(summary.mean))

@@ -34,6 +34,18 @@ n tried below 100. So the rule is:
 
 ``n`` is always the number of values the summary used: a record whose figure is null (or NaN)
 is not a value, so ``n`` can be smaller than the group's ``n_records``.
+
+The idle baseline's share. The adjusted figures (``mj_per_tok_adjusted``, ``energy_adjusted_j``)
+subtract an idle baseline, and the cycles of a configuration are measured against one baseline
+(or a few): its error is systematic, shared by the cycles, and does not shrink as n grows, so the
+interval above, which sees only their scatter, would claim a precision the figure does not have.
+Each record carries the baseline's 1-sigma uncertainty of each adjusted figure
+(``mj_per_tok_adjusted_uncertainty``, ``energy_adjusted_uncertainty_j``); their mean over the
+values summarised, u, widens the half-width hw (each side, for BCa's asymmetric interval) to
+sqrt(hw^2 + (z(1 - alpha/2) u)^2), scatter and baseline error being independent. A degenerate
+interval becomes mean +- z u. ``ci_method`` still names how the scatter part was computed, and
+``baseline_uncertainty`` records u (null for other metrics, and for records older than the field)
+so a reader can see the interval includes it.
 """
 
 from __future__ import annotations
@@ -68,6 +80,13 @@ METRICS: tuple[str, ...] = (
     "request_latency_s.p95",
 )
 
+#: Metrics whose interval includes the idle baseline's uncertainty: the record field holding each
+#: cell's 1-sigma uncertainty of that metric, in its unit.
+BASELINE_UNCERTAINTY_FIELDS: dict[str, str] = {
+    "mj_per_tok_adjusted": "mj_per_tok_adjusted_uncertainty",
+    "energy_adjusted_j": "energy_adjusted_uncertainty_j",
+}
+
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 
@@ -78,7 +97,9 @@ BCA_MIN_N = 100
 
 CI_RULE = (
     f"student-t for 2 <= n < {BCA_MIN_N}, bca from n >= {BCA_MIN_N} (student-t where scipy cannot compute BCa),"
-    " degenerate when all values are equal, null for n < 2; n counts the values used, not the records"
+    " degenerate when all values are equal, null for n < 2; n counts the values used, not the records;"
+    " for baseline-adjusted metrics the half-width is widened to sqrt(hw^2 + (z u)^2), u = baseline_uncertainty"
+    " (the idle baseline's mean 1-sigma uncertainty, systematic across cycles)"
 )
 
 CI_METHOD_NOTES: dict[str, str] = {
@@ -87,12 +108,13 @@ CI_METHOD_NOTES: dict[str, str] = {
     " variation; wide at small n (half-width 2.48 s at n = 3)",
     "bca": "bias-corrected and accelerated bootstrap of the mean (scipy.stats.bootstrap, method='BCa', seeded);"
     f" used for n >= {BCA_MIN_N}",
-    "degenerate": "all values equal: the interval is the value itself, width zero",
+    "degenerate": "all values equal: the interval is the value itself, width zero (for a baseline-adjusted metric,"
+    " +- z u of its baseline_uncertainty)",
     "null": "fewer than two values: no interval",
 }
 
 CSV_STAT_COLUMNS: tuple[str, ...] = (
-    "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method",
+    "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method", "baseline_uncertainty",
 )  # fmt: skip
 
 _MISSING = object()
@@ -110,6 +132,8 @@ class MetricSummary:
     reader can tell an interval from 3 cycles from one from 30. ``ci_method`` names how
     ``ci_low``/``ci_high`` were computed ("student-t", "bca", "degenerate", or None: no interval);
     ``n_resamples`` and ``seed`` are the bootstrap's settings and only bear on "bca".
+    ``baseline_uncertainty`` is the idle baseline's 1-sigma uncertainty u the interval includes
+    (adjusted metrics only; None elsewhere, and where no record carried one).
     """
 
     metric: str
@@ -125,6 +149,7 @@ class MetricSummary:
     confidence: float = 0.95
     n_resamples: int = 9999
     seed: int = 0
+    baseline_uncertainty: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +165,7 @@ class MetricSummary:
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
             "seed": self.seed,
+            "baseline_uncertainty": self.baseline_uncertainty,
             "values": list(self.values),
         }
 
@@ -170,6 +196,21 @@ def _student_t(mean: float, std: float, n: int, confidence: float) -> tuple[floa
     """mean +- t(1 - alpha/2, n - 1) * s / sqrt(n): the interval that is exact for normal data at any n >= 2."""
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return mean - half, mean + half
+
+
+def _with_baseline(
+    mean: float, bounds: tuple[float, float], baseline_uncertainty: float | None, confidence: float
+) -> tuple[float, float]:
+    """Each side's half-width hw widened to sqrt(hw^2 + (z(1 - alpha/2) u)^2) by the baseline's uncertainty u.
+
+    The baseline error is shared by the cycles, so it enters at full size whatever n is; it is
+    independent of their scatter, so the two add in quadrature. z is the normal quantile: u is a
+    1-sigma figure of its own, not estimated from these n values.
+    """
+    if not baseline_uncertainty:
+        return bounds
+    extra = (float(stats.norm.ppf(0.5 + confidence / 2.0)) * baseline_uncertainty) ** 2
+    return mean - math.sqrt((mean - bounds[0]) ** 2 + extra), mean + math.sqrt((bounds[1] - mean) ** 2 + extra)
 
 
 def _bca(data: np.ndarray[Any, Any], confidence: float, n_resamples: int, seed: int) -> tuple[float, float] | None:
@@ -204,6 +245,7 @@ def summarise(
     confidence: float = 0.95,
     n_resamples: int = 9999,
     seed: int = 0,
+    baseline_uncertainty: float | None = None,
 ) -> MetricSummary:
     """Mean, median, sample std, CV and a confidence interval of the mean of ``values``.
 
@@ -211,16 +253,21 @@ def summarise(
     computed from those. The method follows the module's rule (Student t below ``BCA_MIN_N``
     values, BCa bootstrap from there) and is named in ``ci_method``. ``n_resamples`` and ``seed``
     only matter to the bootstrap, which is seeded: the same input and seed give the same interval.
+    ``baseline_uncertainty`` (u, in the metric's unit) widens the interval of two values or more
+    to include the idle baseline's systematic error (see the module's docstring).
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    if baseline_uncertainty is not None and not (math.isfinite(baseline_uncertainty) and baseline_uncertainty >= 0):
+        raise ValueError(f"baseline_uncertainty must be finite and at least 0, got {baseline_uncertainty!r}")
     present = tuple(float(v) for v in values if v is not None and not math.isnan(v))
     n = len(present)
     common: dict[str, Any] = {
         "metric": metric, "n": n, "values": present,
         "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
+        "baseline_uncertainty": baseline_uncertainty,
     }  # fmt: skip
     if n == 0:
         return MetricSummary(
@@ -236,14 +283,16 @@ def summarise(
     std = float(np.std(data, ddof=1))
     cv = std / mean if mean != 0 else None
     if all(v == present[0] for v in present):
+        low, high = _with_baseline(mean, (mean, mean), baseline_uncertainty, confidence)
         return MetricSummary(
-            mean=mean, median=median, std=std, cv=cv, ci_low=mean, ci_high=mean, ci_method="degenerate", **common
+            mean=mean, median=median, std=std, cv=cv, ci_low=low, ci_high=high, ci_method="degenerate", **common
         )
 
     bounds = _bca(data, confidence, n_resamples, seed) if n >= BCA_MIN_N else None
     method = "bca"
     if bounds is None:
         bounds, method = _student_t(mean, std, n, confidence), "student-t"
+    bounds = _with_baseline(mean, bounds, baseline_uncertainty, confidence)
     return MetricSummary(
         mean=mean, median=median, std=std, cv=cv, ci_low=bounds[0], ci_high=bounds[1], ci_method=method, **common
     )
@@ -335,9 +384,30 @@ def summarise_groups(
         summary = GroupSummary(key=key, config_ids=config_ids, n_records=len(ordered))
         for metric in metrics:
             values = [_metric_value(r, metric) for r in ordered]
-            summary.metrics[metric] = summarise(values, metric, confidence, n_resamples, seed)
+            u = _baseline_uncertainty(ordered, metric)
+            summary.metrics[metric] = summarise(values, metric, confidence, n_resamples, seed, baseline_uncertainty=u)
         summaries.append(summary)
     return summaries
+
+
+def _baseline_uncertainty(records: list[dict[str, Any]], metric: str) -> float | None:
+    """The mean 1-sigma baseline uncertainty of ``metric`` over the records that have a value of it.
+
+    None for a metric that subtracts no baseline, and where no such record carries one (records
+    written before the field). A figure that is not finite or is negative is not an uncertainty.
+    """
+    field_path = BASELINE_UNCERTAINTY_FIELDS.get(metric)
+    if field_path is None:
+        return None
+    found = [
+        u
+        for r in records
+        if _metric_value(r, metric) is not None
+        and (u := _metric_value(r, field_path)) is not None
+        and math.isfinite(u)
+        and u >= 0
+    ]
+    return sum(found) / len(found) if found else None
 
 
 def _settings(groups: list[GroupSummary], attribute: str) -> Any:
@@ -385,7 +455,7 @@ def write_summary(study_dir: Path, groups: list[GroupSummary]) -> tuple[Path, Pa
         for summary in group.metrics.values():
             stat_cells = [
                 summary.metric, summary.n, summary.mean, summary.median, summary.std, summary.cv,
-                summary.ci_low, summary.ci_high, summary.ci_method,
+                summary.ci_low, summary.ci_high, summary.ci_method, summary.baseline_uncertainty,
             ]  # fmt: skip
             writer.writerow([*key_cells, *(_cell(v) for v in stat_cells)])
 

@@ -18,6 +18,8 @@ from pytest_llem.energy.idle import sample_idle
 from pytest_llem.errors import CellCrashed, MeasurementInvalid, MeterUnavailable
 from pytest_llem.execution.idle_power import (
     ARTEFACTS_DIR,
+    IDLE_SAMPLE_INTERVAL_S,
+    IdleSettings,
     SessionIdlePower,
     cache_file,
     drift,
@@ -29,6 +31,10 @@ from pytest_llem.results.measurement import CellIdlePower, IdlePower
 
 if TYPE_CHECKING:
     from conftest import FakeNvml
+
+
+#: What IdlePowerConfig() asks for, as the cache lookups are given it.
+WANTED = IdleSettings(30.0, IDLE_SAMPLE_INTERVAL_S)
 
 
 def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, age_s: float = 0.0, **extra: Any) -> IdlePower:
@@ -44,6 +50,9 @@ def _baseline(uuid: str = "GPU-a", power_w: float = 70.0, std_w: float = 1.0, ag
         "temperature_c": 35.0,
         "measured_at": time.time() - age_s,
         "method": "idle power sampled with a CUDA context on the GPU; mean from the energy counter",
+        # The settings of IdlePowerConfig(): a cached baseline is reused only under the same ones.
+        "requested_duration_s": 30.0,
+        "sample_interval_s": IDLE_SAMPLE_INTERVAL_S,
     }
     fields.update(extra)
     return IdlePower(**fields)
@@ -133,13 +142,13 @@ def test_store_then_load_fresh_round_trip(tmp_path: Path) -> None:
     path = store(study, original)
     assert path == study / ARTEFACTS_DIR / "baseline_cache_GPU-1234--x.json" == cache_file(study, "GPU-1234/x")
     assert json.loads(path.read_text())["gpu_uuid"] == "GPU-1234/x"
-    assert load_fresh(path, ttl_s=60.0) == original
+    assert load_fresh(path, ttl_s=60.0, wanted=WANTED) == original
 
 
 def test_load_fresh_refuses_an_old_baseline(tmp_path: Path) -> None:
     path = store(tmp_path, _baseline(age_s=120.0))
-    assert load_fresh(path, ttl_s=60.0) is None
-    assert load_fresh(path, ttl_s=600.0) is not None
+    assert load_fresh(path, ttl_s=60.0, wanted=WANTED) is None
+    assert load_fresh(path, ttl_s=600.0, wanted=WANTED) is not None
 
 
 @pytest.mark.parametrize(
@@ -155,7 +164,7 @@ def test_load_fresh_refuses_an_old_baseline(tmp_path: Path) -> None:
 def test_load_fresh_refuses_a_corrupt_file(tmp_path: Path, content: str) -> None:
     path = tmp_path / "baseline_cache_GPU-a.json"
     path.write_text(content)
-    assert load_fresh(path, ttl_s=3600.0) is None
+    assert load_fresh(path, ttl_s=3600.0, wanted=WANTED) is None
 
 
 def test_load_fresh_refuses_a_file_with_wrong_types(tmp_path: Path) -> None:
@@ -163,7 +172,7 @@ def test_load_fresh_refuses_a_file_with_wrong_types(tmp_path: Path) -> None:
     data["measured_at"] = "yesterday"
     path = tmp_path / "baseline_cache_GPU-a.json"
     path.write_text(json.dumps(data))
-    assert load_fresh(path, ttl_s=3600.0) is None
+    assert load_fresh(path, ttl_s=3600.0, wanted=WANTED) is None
 
 
 @pytest.mark.parametrize("power", ["0.0", "-3.5", "NaN", "Infinity"])
@@ -173,7 +182,7 @@ def test_load_fresh_refuses_an_impossible_idle_power(tmp_path: Path, power: str)
     data["power_w"] = "@"
     path = tmp_path / "baseline_cache_GPU-a.json"
     path.write_text(json.dumps(data).replace('"@"', power))
-    assert load_fresh(path, ttl_s=3600.0) is None
+    assert load_fresh(path, ttl_s=3600.0, wanted=WANTED) is None
 
 
 def test_find_cached_passes_over_a_zero_watt_file_to_an_earlier_valid_one(tmp_path: Path) -> None:
@@ -182,12 +191,12 @@ def test_find_cached_passes_over_a_zero_watt_file_to_an_earlier_valid_one(tmp_pa
     _place(old, _baseline(power_w=61.0), mtime=now - 300)
     data = _baseline().model_dump() | {"power_w": 0.0}
     cache_file(current, "GPU-a").write_text(json.dumps(data))
-    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0, wanted=WANTED)
     assert found is not None and found[0].power_w == 61.0 and found[1] == cache_file(old, "GPU-a")
 
 
 def test_load_fresh_missing_file(tmp_path: Path) -> None:
-    assert load_fresh(tmp_path / "nothing.json", ttl_s=3600.0) is None
+    assert load_fresh(tmp_path / "nothing.json", ttl_s=3600.0, wanted=WANTED) is None
 
 
 def test_find_cached_prefers_own_study_then_newest_earlier(tmp_path: Path) -> None:
@@ -195,9 +204,9 @@ def test_find_cached_prefers_own_study_then_newest_earlier(tmp_path: Path) -> No
     old, newer, current = _study(tmp_path, "s1"), _study(tmp_path, "s2"), _study(tmp_path, "s3")
     _place(old, _baseline(power_w=61.0), mtime=now - 300)
     _place(newer, _baseline(power_w=62.0), mtime=now - 100)
-    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0) == (_load(newer), cache_file(newer, "GPU-a"))
+    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0, wanted=WANTED) == (_load(newer), cache_file(newer, "GPU-a"))
     own = _place(current, _baseline(power_w=63.0), mtime=now - 1000)  # older file, still preferred
-    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0, wanted=WANTED)
     assert found is not None and found[1] == own and found[0].power_w == 63.0
 
 
@@ -207,19 +216,19 @@ def test_find_cached_skips_stale_and_corrupt_files(tmp_path: Path) -> None:
     _place(old, _baseline(power_w=61.0), mtime=now - 300)
     _place(newer, _baseline(power_w=62.0, age_s=7200.0), mtime=now - 100)  # newest file, but too old a baseline
     cache_file(current, "GPU-a").write_text("{broken")
-    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0)
+    found = find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0, wanted=WANTED)
     assert found is not None and found[0].power_w == 61.0 and found[1] == cache_file(old, "GPU-a")
 
 
 def test_find_cached_other_gpu_or_nothing(tmp_path: Path) -> None:
     old, current = _study(tmp_path, "s1"), _study(tmp_path, "s2")
     _place(old, _baseline("GPU-b"))
-    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0) is None
-    assert find_cached(tmp_path, current, "GPU-b", ttl_s=3600.0) is not None
+    assert find_cached(tmp_path, current, "GPU-a", ttl_s=3600.0, wanted=WANTED) is None
+    assert find_cached(tmp_path, current, "GPU-b", ttl_s=3600.0, wanted=WANTED) is not None
 
 
 def _load(study: Path, uuid: str = "GPU-a") -> IdlePower:
-    baseline = load_fresh(cache_file(study, uuid), ttl_s=1e9)
+    baseline = load_fresh(cache_file(study, uuid), ttl_s=1e9, wanted=WANTED)
     assert baseline is not None
     return baseline
 

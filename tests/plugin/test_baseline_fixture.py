@@ -73,3 +73,16 @@ def test_no_gpu_means_no_baseline_and_a_reason(pytester: pytest.Pytester, stub_t
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
     (study,) = study_dirs(pytester.path)
     assert not list((study / "_study-artefacts").glob("baseline_*"))
+
+
+def test_a_later_study_with_other_baseline_settings_measures_its_own(pytester: pytest.Pytester, fake_gpu: None) -> None:
+    """Another study's 1 s baseline is not a 2 s one: reused only under the same settings."""
+    write_study(pytester.path, "idle.llem.yaml", STUDY)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    write_study(pytester.path, "idle.llem.yaml", STUDY.replace("duration_seconds: 1", "duration_seconds: 2"))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    first, second = study_dirs(pytester.path)
+    assert len(list((second / "_study-artefacts").glob("baseline_run_*"))) == 1, "measured afresh, not reused"
+    caches = [json.loads((s / "_study-artefacts" / "baseline_cache_GPU-fake-0.json").read_text()) for s in (first, second)]
+    assert [c["requested_duration_s"] for c in caches] == [1.0, 2.0]
+    assert [c["sample_interval_s"] for c in caches] == [0.1, 0.1]

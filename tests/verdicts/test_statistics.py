@@ -333,7 +333,7 @@ def test_write_summary(tmp_path: Path) -> None:
         rows = list(csv.reader(handle))
     assert rows[0] == [
         "precision", "transformers.batch_size",
-        "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method",
+        "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method", "baseline_uncertainty",
     ]  # fmt: skip
     assert len(rows) == 1 + 3 * len(metrics)
     first = dict(zip(rows[0], rows[1]))
