@@ -129,26 +129,28 @@ def drift(baseline: IdlePower, spot_w: float) -> float:
     return abs(spot_w - baseline.power_w) / baseline.power_w if baseline.power_w > 0 else 0.0
 
 
-def baseline_uncertainty_w(std_w: float, drift_w: float) -> float | None:
-    """The 1-sigma error (W) of the idle baseline a cell subtracts: sqrt(std_w^2 + drift_w^2).
+def baseline_uncertainty_w(scale_w: float, drift_w: float) -> float | None:
+    """The 1-sigma error (W) of the idle baseline a cell subtracts: sqrt(scale_w^2 + drift_w^2).
 
-    Two parts, of separate origin and so added in quadrature:
+    What the adjusted figure needs is how far idle power during *this cell's window* (not
+    observable under load) may sit from the baseline's mean. Two parts, of separate origin and
+    so added in quadrature (the caller picks ``scale_w``):
 
-    - ``std_w``: the spread of the baseline's power samples (in quadrature over the cell's
-      GPUs). Not the standard error of the baseline's mean, which a few hundred samples make
-      tiny: what the adjusted figure needs is how far idle power during *this cell's window*
-      (minutes later, not observable under load) may sit from the baseline's mean, and the
-      samples' spread is the observed scale of idle power's wander.
-    - ``drift_w``: the summed |spot check - baseline| over the cell's GPUs (0 without a spot
-      check). The spot check is the one observation of idle power in the cell's own state (model
-      loaded, inside the cell); its distance from the baseline is a measured offset, taken whole
-      as 1 sigma, which is conservative (part of it is the spot check's own noise). The GPUs'
-      offsets are summed rather than added in quadrature because they share their causes (room
-      and board temperature, clocks, driver state) and so tend to go the same way.
+    - ``drift_w``: the summed |spot check - baseline| over the cell's GPUs. The spot check is
+      the one observation of idle power in the cell's own state (model loaded, inside the
+      cell); its distance from the baseline is a measured offset, taken whole as 1 sigma, which
+      is conservative (part of it is the spot check's own noise). The GPUs' offsets are summed
+      rather than added in quadrature because they share their causes (room and board
+      temperature, clocks, driver state) and so tend to go the same way.
+    - ``scale_w``: with a spot check on every GPU of the cell, the standard error of the
+      baseline's mean (``std_w / sqrt(n_samples)`` per GPU, in quadrature): the offset already
+      measures the wander, what is left is how well the baseline itself is known. Without one,
+      nothing measures the wander, and the spread of the baseline's samples (``std_w``, in
+      quadrature over GPUs) stands in for it: conservative, about ten times the standard error.
 
     None when the result is not finite (a corrupt ``std_w``): no uncertainty is better than NaN.
     """
-    value = math.hypot(std_w, drift_w)
+    value = math.hypot(scale_w, drift_w)
     return value if math.isfinite(value) else None
 
 
@@ -288,7 +290,10 @@ class SessionIdlePower:
         if refused is not None:
             return CellIdlePower(baseline_unavailable_reason=refused)
         std_w = math.sqrt(sum(b.std_w**2 for b in baselines))
-        spot_drift_w = sum(abs(w - b.power_w) for b in baselines if (w := _spot_w(spot, b.gpu_uuid)) is not None)
+        spots = [(b, w) for b in baselines if (w := _spot_w(spot, b.gpu_uuid)) is not None]
+        spot_drift_w = sum(abs(w - b.power_w) for b, w in spots)
+        # With a spot check on every GPU the offset measures the wander; see baseline_uncertainty_w.
+        scale_w = math.sqrt(sum(b.std_w**2 / max(b.n_samples, 1) for b in baselines)) if len(spots) == len(baselines) else std_w
         return CellIdlePower(
             baseline_power_w=sum(b.power_w for b in baselines),
             baseline_per_device_w=[b.power_w for b in baselines],
@@ -296,7 +301,7 @@ class SessionIdlePower:
             baseline_age_s=max(b.age_s() for b in baselines),
             baseline_method="; ".join(sorted({b.method for b in baselines})),
             baseline_source="; ".join(sorted({self._known[b.gpu_uuid][1] for b in baselines})),
-            baseline_uncertainty_w=baseline_uncertainty_w(std_w, spot_drift_w),
+            baseline_uncertainty_w=baseline_uncertainty_w(scale_w, spot_drift_w),
         )
 
     def _refusal(self, baselines: list[IdlePower], reason: str | None, wanted: IdleSettings | None) -> str | None:

@@ -146,12 +146,14 @@ def test_for_cell_uncertainty_adds_the_spread_and_the_spot_checks_drift() -> Non
     session.set(_baseline("GPU-a", 70.0, std_w=3.0), "measured")
     session.set(_baseline("GPU-b", 80.0, std_w=4.0), "measured")
     without_spot = session.for_cell(["GPU-a", "GPU-b"], None)
-    assert without_spot.baseline_uncertainty_w == pytest.approx(5.0)  # the spread alone
+    assert without_spot.baseline_uncertainty_w == pytest.approx(5.0)  # nothing measured the wander: the spread
     idle = session.for_cell(["GPU-a", "GPU-b"], None, spot=_spot(GPU_a=72.0, GPU_b=79.0))
     assert idle.baseline_std_w == pytest.approx(5.0)
-    assert idle.baseline_uncertainty_w == pytest.approx(math.sqrt(5.0**2 + (2.0 + 1.0) ** 2))
+    # Spot checks on every GPU measure the wander: their offset, and the baseline means' standard error.
+    standard_error = math.sqrt((3.0**2 + 4.0**2) / 300)
+    assert idle.baseline_uncertainty_w == pytest.approx(math.sqrt(standard_error**2 + (2.0 + 1.0) ** 2))
     partial = session.for_cell(["GPU-a", "GPU-b"], None, spot=_spot(GPU_a=72.0, GPU_b=None))
-    assert partial.baseline_uncertainty_w == pytest.approx(math.sqrt(25.0 + 4.0))
+    assert partial.baseline_uncertainty_w == pytest.approx(math.sqrt(25.0 + 4.0))  # one GPU unobserved: the spread
 
 
 def test_after_a_remeasurement_the_uncertainty_is_against_the_new_baseline() -> None:
