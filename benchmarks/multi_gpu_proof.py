@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-PYTEST = [sys.executable, "-m", "pytest", "-p", "pytest_llem.plugin", "-p", "no:cacheprovider", "-q", "-rA"]
+PYTEST = [sys.executable, "-m", "pytest", "-p", "pytest_llem.plugin", "-p", "no:cacheprovider", "-p", "no:benchmark", "-q", "-rA"]
 STEPS: dict[str, tuple[list[str], dict[str, str]]] = {
     "quickstart": (["examples/quickstart.llem.yaml"], {}),
     "tp": (["benchmarks/studies/tensor-parallel.llem.yaml"], {}),

@@ -78,7 +78,7 @@ def _interval_need(summary: MetricSummary | None, target_pct: float) -> tuple[bo
     if 100 * systematic > target_pct:
         return False, (
             f"{summary.metric}: the idle baseline's uncertainty alone is +-{100 * systematic:.1f} %, above the"
-            f" {target_pct:g} % target; more cycles cannot narrow it (measure the baseline longer)"
+            f" {target_pct:g} % target; more cycles cannot narrow it (baseline_uncertainty_w in its records says why)"
         )
     return True, f"{summary.metric}: interval +-{100 * width:.1f} % > target {target_pct:g} % (n={summary.n})"
 
