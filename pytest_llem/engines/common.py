@@ -35,7 +35,13 @@ def engine_gpus(count: int) -> list[GpuInfo]:
     uuids, reason = visible_gpu_uuids()
     if len(uuids) < count:
         seen = f"{len(uuids)} visible" if uuids else (reason or "none visible")
-        raise EngineUnavailable(f"the cell needs {count} GPU(s) but this process sees {seen}")
+        hint = ""
+        if os.environ.get("PYTEST_XDIST_WORKER"):  # the cell's process inherits its worker's environment
+            hint = (
+                "; under pytest-xdist each worker is given one GPU, so run cells that need several GPUs"
+                " without -n (or leave them out of the -n run with -k)"
+            )
+        raise EngineUnavailable(f"the cell needs {count} GPU(s) but this process sees {seen}{hint}")
     chosen = uuids[:count]
     names: list[str] = []
     try:

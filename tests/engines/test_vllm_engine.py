@@ -418,3 +418,16 @@ def test_a_gpu_count_engine_arg_is_refused_by_the_engine_too(
     with pytest.raises(LlemError, match=rf"'{key}' is set by pytest-llem; use {use_instead}"):
         vllm_module.VllmEngine().load(request(model_dir, settings=unchecked))
     assert not (tmp_path / "vllm.log").exists(), "refused before vLLM started"
+
+
+def test_a_multi_gpu_cell_in_an_xdist_worker_is_told_to_run_without_n(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on two H200s: a TP-2 cell under ``-n 2`` was refused, but the message did not say what to do."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    with pytest.raises(EngineUnavailable, match=r"sees 2 visible; under pytest-xdist each worker is given one GPU.*without -n"):
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(pipeline_parallel_size=4)))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    with pytest.raises(EngineUnavailable) as outside:
+        vllm_module.VllmEngine().load(request(model_dir, settings=VllmConfig(pipeline_parallel_size=4)))
+    assert "xdist" not in str(outside.value)
