@@ -179,15 +179,20 @@ class LlemSession:
         cell = as_cell(item)
         if cell is None:
             raise TypeError(f"{item.nodeid} is not a pytest-llem cell: llem_run_cell runs cells of *.llem.yaml studies only")
+        from pytest_llem.progress import CellProgress
+
         run = self.runs[cell.study.path]
         ref = _cell_ref(cell)
+        progress = CellProgress(self.config, cell.nodeid)
         try:
-            outcome = run.run_cell(ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid)
+            outcome = run.run_cell(ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress)
         except CellEngineUnavailable as exc:
             if self.missing_engine_policy() == "skip":
                 run.skip(ref, f"engine unavailable: {exc}")
                 pytest.skip(f"engine unavailable: {exc}")
             raise
+        finally:
+            progress.close()
         record = outcome.record or {}
         figures = cell.llem_report = cell_figures(record, outcome.cell_dir)
         cell.user_properties.extend(junit_properties(record))

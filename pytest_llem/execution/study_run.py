@@ -26,7 +26,7 @@ from pytest_llem.results.writer import (
     write_json_atomic,
 )
 from pytest_llem.runner.envelope import CellTask
-from pytest_llem.runner.parent import ChildReport, run_in_child
+from pytest_llem.runner.parent import ChildReport, PhaseListener, run_in_child
 from pytest_llem.study.study import Configuration, Study
 from pytest_llem.version import __version__
 
@@ -141,7 +141,7 @@ class StudyRun:
 
     def run_cell(
         self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
-        gpu_uuid: str | None = None,
+        gpu_uuid: str | None = None, on_phase: PhaseListener | None = None,
     ) -> CellOutcome:  # fmt: skip
         """Run one cell in its own process and write its record; raise CellError on failure.
 
@@ -155,7 +155,7 @@ class StudyRun:
         cell_dir = self.cell_dir(cell)
         self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir))
         started_at = utc_iso(precise=True)
-        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid)
+        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase)
         ended_at = utc_iso(precise=True)  # the cell's own span: before any idle re-measurement it caused
         idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
         record = self._write_record(cell, config, cell_dir, report, idle, (started_at, ended_at))
@@ -181,7 +181,7 @@ class StudyRun:
 
     def _measure(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, baselines: SessionIdlePower | None,
-        gpu_uuid: str | None,
+        gpu_uuid: str | None, on_phase: PhaseListener | None = None,
     ) -> ChildReport[CellMeasurement]:  # fmt: skip
         """The cell's child, from spawn to measurement; a failure is recorded and re-raised."""
         ex = self.study.execution
@@ -199,6 +199,7 @@ class StudyRun:
                 timeout_s=self.timeout_override or ex.experiment_timeout_seconds,
                 startup_timeout_s=ex.startup_timeout_seconds,
                 gpu_uuid=gpu_uuid,
+                on_phase=on_phase,
             )
         except CellError as exc:
             self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
@@ -280,6 +281,8 @@ class StudyRun:
             },
         )
         write_json_atomic(cell_dir / RESULT_NAME, record)
+        for warning in record.get("warnings") or []:  # the study's summary says what each cell warned of
+            self.manifest.warn(f"{record['experiment_id']}: {warning}")
         self.manifest.update(
             cell.experiment_id(self.study),
             "completed",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_llem.report.warnings import group_warnings, render_warnings, unreliable_cells
+
 if TYPE_CHECKING:
     from pytest_llem.results.loader import StudyResult
     from pytest_llem.verdicts.finalize import FinalizedStudy
 
-COLUMNS = ("cell", "status", "tokens", "time s", "tok/s", "energy J", "mJ/tok")
+COLUMNS = ("cell", "status", "tokens", "window s", "tok/s", "energy J", "mJ/tok")
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -35,13 +37,16 @@ def summary_sections(
 def render_study_table(result: StudyResult, groups: list[Any]) -> list[str]:
     """The per-cell table, the statistics across cycles, and where the results are."""
     records = {r["experiment_id"]: r for r in result.experiments}
+    doubtful = unreliable_cells(result.experiments)
     rows: list[tuple[str, ...]] = []
     for entry in result.records(status=None):
         record = records.get(entry["experiment_id"], {})
         rows.append(
             (
                 entry["experiment_id"],
-                entry["status"] + ("/limit" if entry.get("verdict") == "failed" else ""),
+                entry["status"]
+                + ("/limit" if entry.get("verdict") == "failed" else "")
+                + ("!" if entry["experiment_id"] in doubtful else ""),
                 _fmt(record.get("total_tokens"), "d"),
                 _fmt(record.get("total_inference_time_sec"), ".2f"),
                 _fmt(record.get("avg_tokens_per_second"), ",.0f"),
@@ -61,6 +66,10 @@ def render_study_table(result: StudyResult, groups: list[Any]) -> list[str]:
     reasons = {r.get("energy_unavailable_reason") for r in result.experiments} - {None}
     if meters == {"none"} and reasons:
         out.append(f"energy: not measured ({'; '.join(sorted(str(r) for r in reasons))})")
+    warned = group_warnings(result.experiments)
+    if warned:
+        out += ["", f"warnings ({len(warned)} distinct; ! = the cell's figures are less reliable, its status ends in !):"]
+        out += ["  " + line for line in render_warnings(warned)]
     stats = render_statistics_table(groups)
     if stats:
         out += ["", "across cycles (summary.json, summary.csv):", *stats]

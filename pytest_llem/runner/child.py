@@ -28,11 +28,15 @@ class Channel:
         self._out.write(event.model_dump_json() + "\n")
         self._out.flush()
 
-    def phase(self, name: str) -> None:
+    def phase(self, name: str, detail: str | None = None) -> None:
         from pytest_llem.runner.envelope import PhaseEvent
 
-        print(f"[pytest-llem] phase: {name}", flush=True)
-        self.send(PhaseEvent(phase=name))
+        if detail is None:  # the log keeps phase changes, not every tick of progress within one
+            print(f"[pytest-llem] phase: {name}", flush=True)
+        self.send(PhaseEvent(phase=name, detail=detail))
+
+    def window_progress(self, elapsed_s: float, target_s: float) -> None:
+        self.phase("measure", f"{elapsed_s:.0f}/{target_s:g} s")
 
 
 def _run(task_json: str, channel: Channel) -> BaseModel:
@@ -58,6 +62,7 @@ def _run(task_json: str, channel: Channel) -> BaseModel:
         cell_dir=Path(task.cell_dir),
         phase=channel.phase,
         idle_reference_w=task.idle_reference_w,
+        window_progress=channel.window_progress,
     )
 
 

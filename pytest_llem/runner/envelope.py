@@ -67,8 +67,11 @@ class ReadyEvent(_Message):
 
 
 class PhaseEvent(_Message):
+    """The cell moved on (``phase``), or says how far it is within one (``detail``, e.g. "4/10 s")."""
+
     event: Literal["phase"] = "phase"
     phase: str
+    detail: str | None = None
 
 
 class ResultEvent(_Message):

@@ -266,22 +266,36 @@ class _Window:
         return self.t_end - self.t_start
 
 
-def _measured_window(engine: Engine, batches: Batches, meter: EnergyMeter, config: ExperimentConfig) -> _Window:
+#: Seconds between two reports of how far the window is (the user's progress line).
+WINDOW_PROGRESS_EVERY_S = 1.0
+
+
+def _measured_window(
+    engine: Engine, batches: Batches, meter: EnergyMeter, config: ExperimentConfig,
+    progress: Callable[[float, float], None] | None = None,
+) -> _Window:  # fmt: skip
     """Whole passes over the batches between two synchronised edges, until the window is long enough.
 
     The engine synchronises the device at the end of every batch, so the meter's readings at
-    the edges bracket exactly the work inside.
+    the edges bracket exactly the work inside. ``progress(elapsed, target)`` hears after a
+    pass how far the window is, at most once a second (a pipe write: nothing the GPU waits for).
     """
     tally = _Tally()
+    target = config.measurement.min_window_seconds
     meter.start()
     started = time.perf_counter()
+    reported = started
     while True:
         for batch in batches:
             tally.add(batch, engine.run_batch(batch))
         tally.passes += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= config.measurement.min_window_seconds or tally.passes >= config.measurement.max_passes:
+        now = time.perf_counter()
+        elapsed = now - started
+        if elapsed >= target or tally.passes >= config.measurement.max_passes:
             break
+        if progress is not None and now - reported >= WINDOW_PROGRESS_EVERY_S:
+            progress(elapsed, target)
+            reported = now
     reading = meter.stop()
     return _Window(tally, reading, started, time.perf_counter())
 
@@ -399,6 +413,7 @@ def measure_cell(
     cell_dir: Path,
     phase: Callable[[str], None],
     idle_reference_w: dict[str, float] | None = None,
+    window_progress: Callable[[float, float], None] | None = None,
 ) -> CellMeasurement:
     """Measure one cell with an engine already imported: load, pre-flight, warm up, window, report.
 
@@ -415,7 +430,7 @@ def measure_cell(
     warmup = warm_up(engine, batches, config.measurement.warmup)
     phase("measure")
     try:
-        window = _measured_window(engine, batches, instruments.meter, config)
+        window = _measured_window(engine, batches, instruments.meter, config, window_progress)
     except MeasurementInvalid:  # a stuck or reset counter: the window has no energy to record
         _abandon_instruments(instruments, config, cell_dir)
         raise

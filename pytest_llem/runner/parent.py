@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -146,6 +147,10 @@ class _Channel:
         os.close(self._fd)
 
 
+#: Hears a child's progress: ``(phase, detail)``, e.g. ``("measure", "4/10 s")``.
+PhaseListener = Callable[[str, str | None], None]
+
+
 @dataclass
 class _Progress:
     """What the child has said so far; every event goes through :meth:`take`."""
@@ -154,17 +159,30 @@ class _Progress:
     phases: list[str] = field(default_factory=list)
     result: dict[str, Any] | None = None
     failure: ErrorEvent | None = None
+    on_phase: PhaseListener | None = None
 
     def take(self, events: list[AnyEvent]) -> None:
         for event in events:
             if isinstance(event, ReadyEvent):
                 self.ready = True
+                self._tell("ready", None)
             elif isinstance(event, PhaseEvent):
-                self.phases.append(event.phase)
+                if not self.phases or self.phases[-1] != event.phase:
+                    self.phases.append(event.phase)
+                self._tell(event.phase, event.detail)
             elif isinstance(event, ResultEvent):
                 self.result = event.measurement
             elif isinstance(event, ErrorEvent):
                 self.failure = event
+
+    def _tell(self, phase: str, detail: str | None) -> None:
+        """The listener hears every phase; a failing listener must not fail the cell."""
+        if self.on_phase is None:
+            return
+        try:
+            self.on_phase(phase, detail)
+        except Exception:  # noqa: BLE001 - progress is for the eye; the measurement goes on
+            self.on_phase = None
 
     @property
     def done(self) -> bool:
@@ -232,15 +250,17 @@ def run_in_child(
     timeout_s: float,
     startup_timeout_s: float,
     gpu_uuid: str | None = None,
+    on_phase: PhaseListener | None = None,
 ) -> ChildReport[MeasurementT]:
     """Run one task in a spawned child; return its measurement as ``result_type``, or raise a :class:`CellError`.
 
     Raised errors carry ``log_tail`` (the end of ``child.log``) and, when the child reported
-    an exception, ``child_traceback``.
+    an exception, ``child_traceback``. ``on_phase(phase, detail)`` hears the child's progress
+    as it comes ("ready", "load", ..., "measure" with detail "4/10 s"), for a progress line.
     """
     started = time.monotonic()
     proc, channel, log_path = _spawn(task, cell_dir, gpu_uuid)
-    progress = _Progress()
+    progress = _Progress(on_phase=on_phase)
     error: CellError | None = None
     interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
