@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llem.version import __version__
 
-__all__ = ["StudyResult", "__version__", "group_records", "load_results", "run_study", "summarise", "summarise_groups"]
+__all__ = ["CellProgress", "StudyResult", "__version__", "group_records", "load_results", "run_study", "summarise", "summarise_groups"]
 
 if TYPE_CHECKING:
-    from pytest_llem.api import StudyResult, load_results, run_study
+    from pytest_llem.api import CellProgress, StudyResult, load_results, run_study
     from pytest_llem.verdicts.statistics import (
         group_records,
         summarise,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 #: Lazily exported names and the modules that define them.
 _LAZY: dict[str, str] = {
     "run_study": "pytest_llem.api",
+    "CellProgress": "pytest_llem.api",
     "load_results": "pytest_llem.api",
     "StudyResult": "pytest_llem.api",
     "summarise_groups": "pytest_llem.verdicts.statistics",

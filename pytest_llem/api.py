@@ -33,19 +33,24 @@ ran past ``timeout``.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pytest_llem.errors import LlemError, StudyFailedToRun, StudyTimeout
 from pytest_llem.results import loader
 from pytest_llem.results.loader import study_dirs
+
+logger = logging.getLogger("pytest_llem")
 
 if TYPE_CHECKING:
     from pytest_llem.verdicts.statistics import (
@@ -135,20 +140,62 @@ def _plugin_args() -> list[str]:
     return ["-p", "pytest_llem.plugin"]
 
 
-def _interrupt(proc: subprocess.Popen[str]) -> str:
+def _interrupt(proc: subprocess.Popen[str]) -> None:
     """Interrupt pytest as Ctrl-C would (it kills its running cell and finishes the manifest)."""
-    output = ""
     for sig, grace in ((signal.SIGINT, INTERRUPT_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
         try:
-            output, _ = proc.communicate(timeout=grace)
-            return output or ""
+            proc.wait(timeout=grace)
+            return
         except subprocess.TimeoutExpired:
             continue
-    return output
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """What a running cell of :func:`run_study` is doing: its node id, phase and how far (``detail``)."""
+
+    nodeid: str
+    phase: str  # ready, load, preflight, warmup, measure, report
+    detail: str | None  # e.g. "4/10 s" of the measured window
+
+
+_PROGRESS_LINE = re.compile(r"^\[llem\] (?P<nodeid>\S+): (?P<phase>\S+)(?: (?P<detail>.+))?$")
+
+
+class _OutputReader(threading.Thread):
+    """Reads pytest's output as it comes: keeps it, and turns its progress lines into events."""
+
+    def __init__(self, stream: IO[str], progress: Callable[[CellProgress], None] | None) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.progress = progress
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        for line in self.stream:
+            self.lines.append(line)
+            match = _PROGRESS_LINE.match(line.rstrip("\n"))
+            if match is None:
+                continue
+            event = CellProgress(match["nodeid"], match["phase"], match["detail"])
+            logger.info("%s: %s%s", event.nodeid, event.phase, f" {event.detail}" if event.detail else "")
+            if self.progress is not None:
+                try:
+                    self.progress(event)
+                except Exception:
+                    logger.exception("run_study's progress callback failed; it is not called again")
+                    self.progress = None
+
+    def run_to_end(self, timeout: float | None = None) -> str:
+        """Wait for the output to end (the pipe closes with pytest), close it, and return it."""
+        self.join(timeout)
+        if not self.is_alive():
+            self.stream.close()
+        return "".join(self.lines)
 
 
 def _new_study_dir(before: set[Path], root: Path, path: Path) -> Path | None:
@@ -181,6 +228,7 @@ def run_study(
     pytest_args: Sequence[str] = (),
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
+    progress: Callable[[CellProgress], None] | None = None,
 ) -> StudyResult:
     """Run the study at ``path`` and return its results.
 
@@ -191,7 +239,9 @@ def run_study(
     ``env`` holds extra environment variables, laid over ``os.environ`` for the run.
     ``timeout`` bounds the whole run in seconds: past it, pytest is interrupted (as by Ctrl-C,
     which kills the running cell) and :class:`StudyTimeout` is raised, carrying what the study
-    recorded so far.
+    recorded so far. ``progress`` is called with a :class:`CellProgress` as each running cell
+    moves on (its phase, and the measured window's elapsed/target seconds); the same goes to the
+    ``pytest_llem`` logger at INFO level.
 
     The study directory the run created under ``results_dir`` is loaded with
     :func:`load_results`. Cells that failed do not raise: they are in the result's
@@ -220,10 +270,15 @@ def run_study(
         env=environment,
         start_new_session=True,
     )
+    assert proc.stdout is not None
+    reader = _OutputReader(proc.stdout, progress)
+    reader.start()
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        output = reader.run_to_end()
     except subprocess.TimeoutExpired:
-        output = _interrupt(proc)
+        _interrupt(proc)
+        output = reader.run_to_end(timeout=10)
         study_dir = _new_study_dir(before, root, study_path)
         partial = load_results(study_dir) if study_dir is not None else None
         raise StudyTimeout(
@@ -235,6 +290,7 @@ def run_study(
         ) from None
     except BaseException:
         _interrupt(proc)
+        reader.run_to_end(timeout=10)
         raise
     output = output or ""
     study_dir = _new_study_dir(before, root, study_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llem import run_study
+from pytest_llem import CellProgress, run_study
 from pytest_llem.errors import StudyFailedToRun
 from tests.plugin.conftest import STUB_STUDY, write_study
 
@@ -14,8 +14,12 @@ from tests.plugin.conftest import STUB_STUDY, write_study
 def test_run_study_returns_the_study_it_ran(tmp_path: Path, stub_transformers: Path) -> None:
     study = write_study(tmp_path, "api.llem.yaml", STUB_STUDY + "execution: {n_cycles: 2}\n")
     results = tmp_path / "results"
-    earlier = run_study(study, results_dir=results, env=None)
+    heard: list[CellProgress] = []
+    earlier = run_study(study, results_dir=results, env=None, progress=heard.append)
     result = run_study(study, results_dir=results, env=None)  # a second run: its own directory is loaded
+    # The progress callback heard each cell move through its phases, in order.
+    first = [(e.phase, e.detail) for e in heard if e.nodeid.endswith("::c0")]
+    assert [phase for phase, _ in first][:3] == ["ready", "load", "warmup"] and first[-1] == ("report", None)
     assert result.study_dir != earlier.study_dir and result.study_dir.parent == results
     assert result.study_name == "api"
     assert [r["experiment_id"] for r in result.experiments] == ["stub-ok-transformers::c0", "stub-ok-transformers::c1"]
