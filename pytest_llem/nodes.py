@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from pytest_llem.errors import CellError, LimitBreached, StudyError
+from pytest_llem.errors import CellEngineUnavailable, CellError, LimitBreached, StudyError
 from pytest_llem.study.study import Configuration, Study, load_study
 
 
@@ -72,7 +72,7 @@ class CellItem(pytest.Function):
             return f"LimitBreached: {exc}"
         if isinstance(exc, CellError):
             parts = [f"{type(exc).__name__}: {exc}"]
-            if exc.child_traceback:
+            if exc.child_traceback and not isinstance(exc, CellEngineUnavailable):  # its message says it all
                 parts.append("--- traceback in the cell's process ---\n" + exc.child_traceback.rstrip())
             return "\n".join(parts)
         return super().repr_failure(excinfo)

@@ -163,7 +163,28 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         from pytest_llem.nodes import StudyFile
 
         return StudyFile.from_parent(parent, path=file_path)
+    if file_path.suffix in (".yaml", ".yml") and _named_on_command_line(parent.config, file_path):
+        return _MisnamedStudy.from_parent(parent, path=file_path)
     return None
+
+
+def _named_on_command_line(config: pytest.Config, file_path: Path) -> bool:
+    named = (Path(arg.split("::")[0]) for arg in config.args)
+    return any((p if p.is_absolute() else config.invocation_params.dir / p).resolve() == file_path.resolve() for p in named)
+
+
+class _MisnamedStudy(pytest.File):
+    """A YAML file named on the command line that is not a study by its name: say how to make it one.
+
+    Without this pytest answers "not found ... (no match in any of [<Dir ...>])", which does not
+    say that studies are recognised by their suffix.
+    """
+
+    def collect(self) -> list[pytest.Item]:
+        raise self.CollectError(
+            f"{self.path.name}: pytest-llem runs study files ending in .llem.yaml (or .llem.yml); rename it to"
+            f" {self.path.name.rsplit('.', 1)[0]}.llem{self.path.suffix} to run it as a study"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from pytest_llem.verdicts.gate import Cache, GateOptions
     from pytest_llem.verdicts.limits import Limit
 
+class LlemContentionWarning(pytest.PytestWarning):
+    """Cells of one run share what they measure on (CPU cores under ``-n`` without GPUs)."""
+
+
 #: Where the session lives: ``config.stash[SESSION_KEY]``, set in ``pytest_configure``.
 SESSION_KEY = pytest.StashKey["LlemSession"]()
 
@@ -234,12 +238,14 @@ class LlemSession:
             # pytest-xdist serialises a report's attributes to the controller: ``report.llem`` is
             # how a cell's figures cross. TestReport declares no such attribute, hence setattr.
             setattr(report, "llem", cell.llem_report)  # noqa: B010
-            from pytest_llem.errors import CellError
+            from pytest_llem.errors import CellEngineUnavailable, CellError
 
-            if call.excinfo is not None and isinstance(call.excinfo.value, CellError) and call.excinfo.value.log_tail:
+            failure = call.excinfo.value if call.excinfo is not None else None
+            # A missing engine's message names the package to install; its child's log adds nothing.
+            if isinstance(failure, CellError) and failure.log_tail and not isinstance(failure, CellEngineUnavailable):
                 from pytest_llem.results.writer import scrub
 
-                report.sections.append(("Captured log of the cell's process (tail)", scrub(call.excinfo.value.log_tail)))
+                report.sections.append(("Captured log of the cell's process (tail)", scrub(failure.log_tail)))
         elif call.when == "setup" and report.skipped:
             run = self.runs.get(cell.study.path)
             if run is not None:
@@ -412,7 +418,8 @@ class LlemSession:
             return
         from pytest_llem.report.terminal import summary_sections
 
-        for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines):
+        compared_with = "the last run (pytest cache)" if self.config.getoption("llem_compare") == "last" else "stored baselines"
+        for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines, compared_with):
             terminalreporter.write_sep("-", title)
             for line in lines:
                 terminalreporter.write_line(line)
@@ -433,6 +440,15 @@ class LlemSession:
             return
         workers = getattr(self.config.option, "numprocesses", None)
         pool = self.gpu_pool()
+        if isinstance(workers, int) and workers > 1 and not pool:
+            self.config.issue_config_time_warning(
+                LlemContentionWarning(
+                    f"-n {workers} without a GPU: every worker runs its cells on this machine's CPU cores at the"
+                    " same time, so the cells contend for them and their speed and energy figures describe that"
+                    " contention, not the configuration; run studies on a CPU without -n"
+                ),
+                stacklevel=2,
+            )
         if isinstance(workers, int) and pool and workers > len(pool):
             raise pytest.UsageError(
                 f"-n {workers} asks for more workers than the {len(pool)} GPU(s) visible: pytest-llem gives each"

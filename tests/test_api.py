@@ -204,8 +204,9 @@ def test_public_api_is_exported_lazily() -> None:
 
     assert set(pytest_llem.__all__) == {
         "__version__", "run_study", "load_results", "StudyResult", "summarise_groups", "group_records", "summarise",
+        "CellProgress",
     }  # fmt: skip
-    assert pytest_llem.run_study is api.run_study
+    assert pytest_llem.run_study is api.run_study and pytest_llem.CellProgress is api.CellProgress
     assert pytest_llem.load_results is api.load_results is load_results
     assert pytest_llem.StudyResult is api.StudyResult is StudyResult
     for name in ("summarise_groups", "group_records", "summarise"):

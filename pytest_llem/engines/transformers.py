@@ -65,6 +65,13 @@ class TransformersEngine:
         """Load the model in the requested precision onto the chosen device, in eval mode."""
         settings = request.section(TransformersConfig)
         device = _pick_device(request.device)
+        if device.type == "cpu" and request.precision == "fp16":
+            # torch runs half precision on most CPUs through slow fallbacks: a first user's fp16
+            # cell spent 244 s in warm-up. Said before loading, and skippable like a missing GPU.
+            raise EngineUnavailable(
+                "precision fp16 on the CPU: torch has no fast half-precision kernels there (a cell can take"
+                " minutes); use fp32 or bf16 on a CPU, or run fp16 cells on a GPU"
+            )
         extra: dict[str, Any] = {}
         if settings.attn_implementation is not None:
             extra["attn_implementation"] = settings.attn_implementation

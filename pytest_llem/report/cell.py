@@ -26,4 +26,5 @@ def cell_figures(record: dict[str, Any], cell_dir: Path | None) -> dict[str, Any
 
 def junit_properties(record: dict[str, Any]) -> list[tuple[str, Any]]:
     """``(name, value)`` pairs for the item's ``user_properties``."""
-    return [(f"llem_{key}", record.get(key)) for key in JUNIT_FIGURES]
+    # A figure the cell could not make is left out: JUnit XML would write None as the text "None".
+    return [(f"llem_{key}", record[key]) for key in JUNIT_FIGURES if record.get(key) is not None]

@@ -20,7 +20,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def summary_sections(
-    studies: list[FinalizedStudy], gate_lines: list[str], adaptive_lines: list[str] | None = None
+    studies: list[FinalizedStudy], gate_lines: list[str], adaptive_lines: list[str] | None = None,
+    compared_with: str = "stored baselines",
 ) -> list[tuple[str, list[str]]]:
     """``(title, lines)`` of each section the session adds to pytest's terminal summary.
 
@@ -30,7 +31,7 @@ def summary_sections(
     if adaptive_lines:
         sections.append(("llem: adaptive cycles", list(adaptive_lines)))
     if gate_lines:
-        sections.append(("llem: comparison with stored baselines", list(gate_lines)))
+        sections.append((f"llem: comparison with {compared_with}", list(gate_lines)))
     return sections
 
 

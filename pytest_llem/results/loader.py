@@ -5,14 +5,21 @@ A study directory holds ``manifest.json`` and one directory per cell with its ``
 and hands back a :class:`StudyResult`: the records, the study's identity and protocol, the
 manifest's summary, and the cells that failed or were skipped.
 
-Import-light: no pydantic, numpy or scipy here. Statistics are the verdicts layer's: the public
-:class:`pytest_llem.StudyResult` (:mod:`pytest_llem.api`) adds :meth:`summarise` to this class.
+:meth:`StudyResult.to_rows` flattens each cell into one row (its figures and its configuration
+by dotted path); :func:`cell_config` is the flattening, which the statistics' summary columns
+share.
+
+Import-light: no pydantic, numpy or scipy on loading (the engine names that
+:func:`cell_config` needs are imported when it first runs). Statistics are the verdicts layer's:
+the public :class:`pytest_llem.StudyResult` (:mod:`pytest_llem.api`) adds :meth:`summarise` to
+this class.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,12 +27,20 @@ from typing import Any, TypeVar
 from pytest_llem.errors import ResultsNotFound, ResultsUnreadable
 from pytest_llem.results.manifest import MANIFEST_NAME
 
-#: The columns of :meth:`StudyResult.to_rows`, in order.
+#: The fixed columns of :meth:`StudyResult.to_rows`, in order: the cell, then its headline
+#: figures (dotted names such as ``ttft_s.median`` reach into the record's nested summaries).
+#: The cell's flattened configuration follows them, as ``config.<dotted path>`` columns.
+#: New columns are only ever appended; none is renamed or dropped.
 ROW_FIELDS: tuple[str, ...] = (
     "experiment_id", "config_id", "cycle", "engine", "model_name", "precision", "measurement_config_hash",
     "total_tokens", "total_inference_time_sec", "avg_tokens_per_second", "total_energy_j",
     "mj_per_tok_total", "mj_per_tok_adjusted",
+    "position", "energy_adjusted_j", "mj_per_tok_adjusted_uncertainty", "energy_adjusted_uncertainty_j",
+    "ttft_s.median", "itl_s.median", "request_latency_s.median", "request_latency_s.p95",
 )  # fmt: skip
+
+#: The prefix of :meth:`StudyResult.to_rows`' configuration columns: ``config.transformers.batch_size``.
+CONFIG_PREFIX = "config."
 
 
 @dataclass
@@ -69,17 +84,74 @@ class StudyResult:
         return [dict(e) for e in entries if status is None or e.get("status") == status]
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One flat dict of headline figures per completed cell: ``pandas.DataFrame(rows)``."""
-        rows: list[dict[str, Any]] = []
-        for record in self.experiments:
-            config = record.get("config") if isinstance(record.get("config"), dict) else {}
-            row = {name: record.get(name) for name in ROW_FIELDS}
-            row["precision"] = config.get("precision") if config else None
-            rows.append(row)
-        return rows
+        """One flat dict per completed cell, in run order: its headline figures and its configuration.
+
+        The columns are :data:`ROW_FIELDS` (the cell's ids, then its figures; ``precision`` is the
+        configuration's), then every field of the cell's resolved configuration flattened to a
+        dotted path under ``config.`` (``config.transformers.batch_size``, ``config.decoding.top_p``),
+        leaving out the settings sections of engines the cell does not use (as
+        ``measurement_config_hash`` does). Every row has every column, None where a cell has no
+        such figure or field; values are plain (str, int, float, bool or None; a list setting is
+        its JSON text). A list of dicts needs no pandas; ``pandas.DataFrame(result.to_rows())``
+        makes it a table.
+        """
+        figures = [{name: _figure(record, name) for name in ROW_FIELDS} for record in self.experiments]
+        configs = [cell_config(record) for record in self.experiments]
+        for row, config in zip(figures, configs):
+            row["precision"] = config.get("precision")
+        columns = list(dict.fromkeys(path for config in configs for path in config))
+        return [
+            {**row, **{CONFIG_PREFIX + path: config.get(path) for path in columns}}
+            for row, config in zip(figures, configs)
+        ]
 
 
 ResultT = TypeVar("ResultT", bound=StudyResult)
+
+
+def _figure(record: Mapping[str, Any], path: str) -> Any:
+    """The value at dotted ``path`` in ``record``; None where any step is missing or not a mapping."""
+    node: Any = record
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config``'s leaves by dotted path, in declaration order: ``{"transformers.batch_size": 1, ...}``.
+
+    Nested mappings are walked (an empty one has no leaf); a list is kept as its key-sorted JSON
+    text, so every value is plain and hashable (str, int, float, bool or None).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, path + "."))
+        elif isinstance(value, (list, tuple)):
+            flat[path] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            flat[path] = value
+    return flat
+
+
+def cell_config(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's resolved configuration (``record["config"]``) flattened by :func:`flatten_config`.
+
+    The settings sections of engines the cell does not use are left out, as in
+    ``measurement_config_hash``: in a study sweeping engines, a vLLM cell has no
+    ``transformers.batch_size``. A record without a configuration gives ``{}``.
+    """
+    config = record.get("config")
+    if not isinstance(config, Mapping):
+        return {}
+    from pytest_llem.config.engines import ENGINE_NAMES  # pydantic loads here, not on loading results
+
+    engine = config.get("engine")
+    unused = {name for name in ENGINE_NAMES if name != engine}
+    return flatten_config({key: value for key, value in config.items() if key not in unused})
 
 
 def _read_json(path: Path, what: str) -> Any:

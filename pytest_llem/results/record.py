@@ -33,6 +33,15 @@ REPRODUCIBILITY_NOTES = (
     " min_window_seconds to bound the counter's ~100 ms edge error; figures vary with temperature,"
     " clocks and driver; compare cells by mj_per_tok_adjusted across cycles."
 )
+#: What the notes say of a cell with its energy from Zeus, or with no energy at all (a CPU cell).
+REPRODUCIBILITY_NOTES_BY_METER: dict[str, str] = {
+    "nvml": REPRODUCIBILITY_NOTES,
+    "zeus": "GPU energy from Zeus (ZeusMonitor, which reads the NVML counter; board accuracy about +/-5 %);"
+    " window lengthened to min_window_seconds; figures vary with temperature, clocks and driver;"
+    " compare cells by mj_per_tok_adjusted across cycles.",
+    "none": "no energy measured (energy_unavailable_reason says why): only time, tokens and latency are"
+    " figures here; timings on a shared CPU vary with the machine's other load.",
+}
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -153,7 +162,7 @@ def build_result(
         "model_name": config.model,
         "measurement_methodology": "windowed",
         "warmup_excluded_samples": m.warmup.batches,
-        "reproducibility_notes": REPRODUCIBILITY_NOTES,
+        "reproducibility_notes": REPRODUCIBILITY_NOTES_BY_METER.get(energy.meter, REPRODUCIBILITY_NOTES),
         "total_tokens": tokens,
         "total_energy_j": total_j,
         "total_inference_time_sec": window,

@@ -5,6 +5,12 @@ records (``result.json`` figures, with the resolved experiment config under ``"c
 summarises each metric with mean, median, sample standard deviation, coefficient of variation
 and a confidence interval of the mean. Pure computation plus two writers; no pytest, no torch.
 
+Each group also says what it is (``GroupSummary.fields``): its config id(s), model, engine and
+its value of every field swept across the records (:func:`swept_fields`: the flattened config
+paths whose values differ between configurations, such as ``transformers.batch_size``). They are
+columns of ``summary.csv`` after the grouping key's, and join the ``key`` of each group in
+``summary.json``, so the tables can be grouped again without the hash.
+
 Which interval, and why. A study has few cycles (2 to 10 is usual), and a bootstrap of a handful
 of values cannot have honest coverage: resampling 3 values only ever sees those 3, so its
 interval is about as wide as their spread, not as wide as the uncertainty of their mean. An
@@ -64,6 +70,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from pytest_llem.results.loader import cell_config
 from pytest_llem.results.writer import write_json_atomic, write_text_atomic
 
 #: Metrics summarised by default, as dotted paths into a record.
@@ -116,6 +123,12 @@ CI_METHOD_NOTES: dict[str, str] = {
 CSV_STAT_COLUMNS: tuple[str, ...] = (
     "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method", "baseline_uncertainty",
 )  # fmt: skip
+
+#: Joins the config ids of a group that holds several in its ``config_id`` column (ids never contain it).
+CONFIG_ID_SEPARATOR = ";"
+
+#: The columns every group carries, whatever was swept: its config id(s), model and engine.
+LABEL_FIELDS: tuple[str, ...] = ("config_id", "model", "engine")
 
 _MISSING = object()
 
@@ -174,6 +187,14 @@ class MetricSummary:
 class GroupSummary:
     """All metrics of one group of records (by default: one measurement configuration).
 
+    ``key`` holds the values the group was formed by (``by``). ``fields`` says what the group is,
+    so that a table of groups can be grouped again: ``config_id`` (its config ids joined by
+    :data:`CONFIG_ID_SEPARATOR`), ``model``, ``engine`` and every swept field (see
+    :func:`swept_fields`) by its dotted config path, e.g. ``transformers.batch_size``. A field on
+    which the group's records disagree (a group coarser than one configuration) holds the list of
+    their values, in cycle order; one none of them has is None. In ``to_json()`` the fields join
+    the ``key`` object (the grouping values first, and ``group_by`` names those).
+
     ``n_records`` counts the group's records; each metric's own ``n`` counts the values it used,
     which is smaller where some records have no figure for it (no energy meter, no latency).
     """
@@ -182,10 +203,12 @@ class GroupSummary:
     config_ids: list[str]
     n_records: int
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "key": dict(self.key),
+            "key": {**self.key, **{name: v for name, v in self.fields.items() if name not in self.key}},
+            "group_by": list(self.key),
             "config_ids": list(self.config_ids),
             "n_records": self.n_records,
             "metrics": {name: summary.to_json() for name, summary in self.metrics.items()},
@@ -365,6 +388,57 @@ def _cycle_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=cycle)  # stable: records without a cycle keep their order, last
 
 
+def _same(value: Any) -> str:
+    """One text per logical value: 1 and True, or 1 and 1.0, are told apart."""
+    return json.dumps([type(value).__name__, value], sort_keys=True, default=str)
+
+
+def _distinct(values: Sequence[Any]) -> list[Any]:
+    """``values`` without repeats, in first-seen order."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(_same(value), value)
+    return list(seen.values())
+
+
+def swept_fields(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The configuration fields on which ``records`` differ, as dotted paths, in config order.
+
+    Each record's resolved ``config`` is flattened (:func:`pytest_llem.results.loader.cell_config`:
+    ``transformers.batch_size``, ``decoding.top_p``; the sections of engines a cell does not use
+    left out), and a path is swept when the records that have it hold two values or more there:
+    for a study's records, the fields its sweep varies (``precision``, ``engine``, ...). A field
+    only some cells have (another engine's section) counts as swept only if those cells differ.
+    """
+    values: dict[str, list[Any]] = {}
+    for record in records:
+        for path, value in cell_config(record).items():
+            values.setdefault(path, []).append(value)
+    return [path for path, seen in values.items() if len(_distinct(seen)) > 1]
+
+
+def _one_or_all(values: Sequence[Any]) -> Any:
+    """The value the records agree on; the list of their values where they do not; None where none has one."""
+    distinct = _distinct(values)
+    if not distinct:
+        return None
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
+def group_fields(records: Sequence[Mapping[str, Any]], swept: Sequence[str]) -> dict[str, Any]:
+    """What a group of records is: ``config_id`` (joined), ``model``, ``engine``, then each ``swept`` path."""
+    configs = [cell_config(record) for record in records]
+    config_ids = sorted({str(r["config_id"]) for r in records if r.get("config_id") is not None})
+    fallback = {"model": "model_name", "engine": "engine"}  # a record without a config still names both
+    fields: dict[str, Any] = {"config_id": CONFIG_ID_SEPARATOR.join(config_ids) or None}
+    for path in (*LABEL_FIELDS[1:], *(p for p in swept if p not in LABEL_FIELDS)):
+        values = [c[path] for c in configs if path in c]
+        if not values and path in fallback:
+            values = [r[fallback[path]] for r in records if r.get(fallback[path]) is not None]
+        fields[path] = _one_or_all(values)
+    return fields
+
+
 def summarise_groups(
     records: Sequence[Mapping[str, Any]],
     by: Sequence[str] = ("measurement_config_hash",),
@@ -373,15 +447,22 @@ def summarise_groups(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> list[GroupSummary]:
-    """One GroupSummary per group (first-seen order), each metric's values in cycle order."""
+    """One GroupSummary per group (first-seen order), each metric's values in cycle order.
+
+    Each group's ``fields`` name it (config id, model, engine) and give its value of every field
+    swept across ``records`` (:func:`swept_fields`), so pass all of a study's records.
+    """
     if isinstance(by, str):
         by = (by,)
+    swept = swept_fields(records)
     summaries: list[GroupSummary] = []
     for members in group_records(records, by).values():
         ordered = _cycle_order(members)
         key = {path: lookup(ordered[0], path) for path in by}
         config_ids = sorted({str(r["config_id"]) for r in ordered if r.get("config_id") is not None})
-        summary = GroupSummary(key=key, config_ids=config_ids, n_records=len(ordered))
+        summary = GroupSummary(
+            key=key, config_ids=config_ids, n_records=len(ordered), fields=group_fields(ordered, swept)
+        )
         for metric in metrics:
             values = [_metric_value(r, metric) for r in ordered]
             u = _baseline_uncertainty(ordered, metric)
@@ -441,17 +522,25 @@ def write_summary(study_dir: Path, groups: list[GroupSummary]) -> tuple[Path, Pa
         "groups": [group.to_json() for group in groups],
     }
 
+    # The grouping key's columns first, then what each group is (config_id, model, engine, the
+    # swept fields) where the key does not already hold it, then the statistics.
     key_columns: list[str] = []
     for group in groups:
         for name in group.key:
             if name not in key_columns:
                 key_columns.append(name)
-    header = [f"group.{name}" if name in CSV_STAT_COLUMNS else name for name in key_columns]
+    field_columns: list[str] = []
+    for group in groups:
+        for name in group.fields:
+            if name not in key_columns and name not in field_columns:
+                field_columns.append(name)
+    header = [f"group.{name}" if name in CSV_STAT_COLUMNS else name for name in (*key_columns, *field_columns)]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*header, *CSV_STAT_COLUMNS])
     for group in groups:
         key_cells = [_cell(group.key.get(name)) for name in key_columns]
+        key_cells += [_cell(group.fields.get(name)) for name in field_columns]
         for summary in group.metrics.values():
             stat_cells = [
                 summary.metric, summary.n, summary.mean, summary.median, summary.std, summary.cv,

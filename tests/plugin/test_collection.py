@@ -193,3 +193,11 @@ def test_reruns_are_refused_on_studies(pytester: pytest.Pytester) -> None:
     assert "--reruns (pytest-rerunfailures) would rerun failing llem cells" in result.stderr.str()
     pytester.makepyfile(test_plain="def test_ok(): pass\n")
     pytester.runpytest("--reruns", "2", "test_plain.py").assert_outcomes(passed=1)
+
+
+def test_a_yaml_named_without_the_study_suffix_says_how_to_name_it(pytester: pytest.Pytester) -> None:
+    """pytest alone answers "not found ... (no match in any of [<Dir>])", which does not say why."""
+    pytester.makefile(".yaml", mystudy="model: llem-tiny\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "mystudy.yaml")
+    result.stdout.fnmatch_lines(["*mystudy.yaml: pytest-llem runs study files ending in .llem.yaml*rename it to mystudy.llem.yaml*"])
+    assert result.ret != 0

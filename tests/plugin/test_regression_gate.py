@@ -90,7 +90,8 @@ def test_compare_with_the_last_run_from_the_pytest_cache(
     assert pytester.runpytest_subprocess(*last).ret == 0  # nothing cached yet: NEW
     same = pytester.runpytest_subprocess(*last)
     assert same.ret == 0
-    same.stdout.fnmatch_lines(["*gate: compared with the last run (pytest cache)*"])
+    same.stdout.fnmatch_lines(["*llem: comparison with the last run (pytest cache)*", "*gate: compared with the last run (pytest cache)*"])
+    assert "comparison with stored baselines" not in same.stdout.str()
     same.stdout.re_match_lines([r".*stub-ok-transformers: .* (PASS|INCONCLUSIVE.*)$"])
     monkeypatch.setenv("LLEM_STUB_STEP_SLEEP", "0.02")
     slower = pytester.runpytest_subprocess(*last)

@@ -141,6 +141,8 @@ def test_a_missing_vllm_fails_or_skips_by_policy_without_a_traceback(
         result.assert_outcomes(failed=1)
         result.stdout.fnmatch_lines(["*CellEngineUnavailable*vllm engine cannot be imported*pytest-llem[[]vllm[]]*"])
         assert "traceback in the cell's process" not in result.stdout.str()
+        assert "Captured log of the cell's process" not in result.stdout.str()  # the README says: nothing more
+        assert "Traceback" not in result.stdout.str()
         assert manifest(pytester.path)["experiments"][0]["status"] == "failed"
     else:
         result.assert_outcomes(skipped=1)

@@ -22,7 +22,7 @@ def study_content(root: Path) -> tuple[Path, dict, list[dict]]:
 @pytest.mark.parametrize("dist", ["load", "loadscope"])
 def test_two_workers_write_one_study(pytester: pytest.Pytester, stub_transformers: Path, dist: str) -> None:
     write_study(pytester.path, "par.llem.yaml", STUDY)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "2", "--dist", dist)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-n", "2", "--dist", dist, "par.llem.yaml")
     result.assert_outcomes(passed=4)
     study_dir, manifest, records = study_content(pytester.path)
     assert [e["status"] for e in manifest["experiments"]] == ["completed"] * 4
@@ -34,6 +34,8 @@ def test_two_workers_write_one_study(pytester: pytest.Pytester, stub_transformer
     summary = json.loads((study_dir / "summary.json").read_text())
     assert [g["n_records"] for g in summary["groups"]] == [2, 2]
     result.stdout.fnmatch_lines(["*llem: par*", "*across cycles*", f"*results: {study_dir}*"])
+    # No GPU here: the workers' cells share the CPU, and the user who named the study is told once.
+    assert result.stdout.str().count("-n 2 without a GPU: every worker runs its cells on this machine's CPU") == 1
 
 
 def test_parallel_and_serial_runs_agree(pytester: pytest.Pytester, stub_transformers: Path) -> None:

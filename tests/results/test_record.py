@@ -231,6 +231,9 @@ def test_no_energy_means_null_energy_figures_and_a_warning() -> None:
     assert record["avg_tokens_per_second"] == pytest.approx(200.0)
     assert record["total_flops"] == pytest.approx(2 * 1_000_000 * 2500)
     assert m["warnings"] == ["earlier warning"]  # the measurement's list is not appended to
+    # A cell without energy is not described as measured by the NVML counter (a CPU cell was).
+    assert record["reproducibility_notes"].startswith("no energy measured") and "NVML" not in record["reproducibility_notes"]
+    assert "NVML cumulative counter" in build(measurement())["reproducibility_notes"]
 
 
 def test_zero_tokens_and_zero_window_give_null_ratios() -> None:

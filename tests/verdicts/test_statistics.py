@@ -326,13 +326,17 @@ def test_write_summary(tmp_path: Path) -> None:
     mj = data["groups"][0]["metrics"]["mj_per_tok_total"]
     assert mj["ci_method"] == "student-t" and mj["n"] == 3
     assert len(data["groups"]) == 3
-    assert data["groups"][0]["key"] == {"precision": "fp16", "transformers.batch_size": 1}
+    # The key holds the grouping values, then what the group is (config_id, model, engine).
+    assert data["groups"][0]["key"] == {
+        "precision": "fp16", "transformers.batch_size": 1, "config_id": "a", "model": "tiny", "engine": "transformers",
+    }  # fmt: skip
+    assert data["groups"][0]["group_by"] == ["precision", "transformers.batch_size"]
     assert data["groups"][0]["metrics"]["mj_per_tok_total"]["values"] == [1.0, 2.0, 1.5]
 
     with csv_path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == [
-        "precision", "transformers.batch_size",
+        "precision", "transformers.batch_size", "config_id", "model", "engine",
         "metric", "n", "mean", "median", "std", "cv", "ci_low", "ci_high", "ci_method", "baseline_uncertainty",
     ]  # fmt: skip
     assert len(rows) == 1 + 3 * len(metrics)
