@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.timing import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,7 +23,7 @@ def _lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
     code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
     return subprocess.run(
         [sys.executable, "-c", code, "--no-cache"],
-        cwd=project, env=env, capture_output=True, text=True, check=False, timeout=600,
+        cwd=project, env=env, capture_output=True, text=True, check=False, timeout=scaled(600),
     )  # fmt: skip
 
 

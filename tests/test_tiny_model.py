@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from pytest_llem.errors import LlemError
 from pytest_llem.models import tiny
+from tests.timing import scaled
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_an_incomplete_directory_is_rebuilt(cache: Path, damage: Any) -> None:
 def test_concurrent_builders_agree_and_the_first_copy_wins(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """All builders finish their copies before any renames, so all but one lose the race."""
     builders = 3
-    barrier = threading.Barrier(builders, timeout=60)
+    barrier = threading.Barrier(builders, timeout=scaled(120))
     real_build = tiny._build
     installs: list[Path] = []
     real_install = tiny._install

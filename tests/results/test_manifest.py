@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_llem.results.manifest import MANIFEST_NAME, Manifest
+from tests.timing import scaled
 
 HEADER = {"schema_version": "3.0", "study_name": "demo", "study_design_hash": "feedfacecafebeef"}
 
@@ -219,7 +220,7 @@ def test_concurrent_updates_do_not_corrupt(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=30)
+        t.join(timeout=scaled(120))
     assert not any(t.is_alive() for t in threads)
     assert errors == []
 
