@@ -330,12 +330,6 @@ class SessionIdlePower:
                 found.append(_Drift(uuid, known[0].power_w, power))
         return found
 
-    def check_drift(self, spot: dict[str, dict[str, Any]], threshold: float) -> list[str]:
-        """Compare a cell's idle spot check with the baselines; drifted ones are marked to be measured again."""
-        drifts = self._drifts(spot, threshold)
-        self._stale.update(d.uuid for d in drifts)
-        return [f"{d.describe()}; the baseline is measured again" for d in drifts]
-
     def settle_drift(
         self, gpu_uuids: list[str], reason: str | None, spot: dict[str, dict[str, Any]], settings: IdlePowerConfig,
         remeasure: Callable[[], str | None],

@@ -289,17 +289,17 @@ def test_for_cell_never_subtracts_an_impossible_idle_power() -> None:
 # --------------------------------------------------------------------------- drift and ensure
 
 
-def test_check_drift_marks_stale_beyond_threshold() -> None:
+def test_only_a_spot_check_beyond_the_threshold_is_a_drift() -> None:
     session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=70.0), "measured")
     session.set(_baseline("GPU-b", power_w=70.0), "measured")
-    warnings = session.check_drift(
+    drifts = session._drifts(
         {"GPU-a": {"power_w": 75.0}, "GPU-b": {"power_w": 90.0}, "GPU-z": {"power_w": 500.0}, "GPU-n": {}},
         threshold=0.10,
     )
-    assert len(warnings) == 1 and warnings[0].startswith("GPU GPU-b: idle power drifted to 90.0 W")
-    assert "70.0 W" in warnings[0] and "29 %" in warnings[0]
-    assert session._stale == {"GPU-b"}
+    assert [d.uuid for d in drifts] == ["GPU-b"]
+    described = drifts[0].describe()
+    assert described.startswith("GPU GPU-b: idle power drifted to 90.0 W") and "70.0 W" in described and "29 %" in described
     assert session.reference_w() == {"GPU-a": 70.0, "GPU-b": 70.0}
 
 
@@ -383,7 +383,7 @@ def test_ensure_remeasures_a_stale_gpu_despite_a_fresh_cache(
     current = _study(tmp_path, "current")
     session = SessionIdlePower()
     session.set(_baseline("GPU-a", power_w=70.0), "measured")
-    assert session.check_drift({"GPU-a": {"power_w": 100.0}}, threshold=0.10)
+    session._stale.add("GPU-a")  # what settle_drift does when a cell's spot check drifted
     _place(current, _baseline("GPU-a", power_w=70.0))  # fresh file, but the drift says it is wrong
     recorder = _recorder(monkeypatch, session)
     assert session.ensure(IdlePowerConfig(), current, tmp_path, 30.0) == "recorded"
