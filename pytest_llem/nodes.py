@@ -8,6 +8,8 @@ pytest's public machinery and a conftest can override them.
 
 from __future__ import annotations
 
+import functools
+import gc
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +19,17 @@ import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from pytest_llem.errors import CellEngineUnavailable, CellError, LimitBreached, StudyError
-from pytest_llem.study.study import Configuration, Study, load_study
+from pytest_llem.study.study import LARGE_STUDY_CELLS, Configuration, Study, load_study
 
 
 class LlemStudyWarning(pytest.PytestWarning):
     """Something about a study deserves a look but does not stop it (e.g. a huge sweep)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _mark_key(dotted_path: str) -> str:
+    """A swept field's dotted path as a keyword name (a sweep has few paths and many cells)."""
+    return re.sub(r"\W", "_", dotted_path)
 
 
 def _mark_kwargs(configuration: Configuration, cycle: int) -> dict[str, Any]:
@@ -32,7 +40,7 @@ def _mark_kwargs(configuration: Configuration, cycle: int) -> dict[str, Any]:
         kwargs.update(model=config.model, precision=config.precision)
     for path, value in configuration.swept.items():
         if isinstance(value, (str, int, float, bool)) or value is None:
-            kwargs[re.sub(r"\W", "_", path)] = value
+            kwargs[_mark_key(path)] = value
     return kwargs
 
 
@@ -89,13 +97,16 @@ class ConfigurationCollector(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Item]:
         study, configuration = self.study, self.configuration
-        positions = {(c.index, k): i for i, (c, k) in enumerate(study.run_order(), start=1)}
         for cycle in range(study.execution.n_cycles):
-            yield self.make_cell(cycle, positions[(configuration.index, cycle)])
+            yield self.make_cell(cycle, study.position(configuration, cycle))
 
     def make_cell(self, cycle: int, position: int) -> CellItem:
         """The item of one cycle: a planned one, or an adaptive one decided on after the planned cycles."""
-        item = CellItem.from_parent(self, name=self.study.cycle_name(cycle), callobj=llem_cell)
+        study_file = self.parent if isinstance(self.parent, StudyFile) else None
+        shared = study_file.cell_fixtureinfo if study_file is not None else None
+        item = CellItem.from_parent(self, name=self.study.cycle_name(cycle), callobj=llem_cell, fixtureinfo=shared)
+        if study_file is not None and shared is None:
+            study_file.cell_fixtureinfo = item._fixtureinfo
         item.setup_cell(self.study, self.configuration, cycle, position)
         return item
 
@@ -103,11 +114,36 @@ class ConfigurationCollector(pytest.Collector):
         return self.study.path, self.configuration.line - 1, self.configuration.config_id
 
 
+def _keep_out_of_garbage_collection() -> None:
+    """Leave what is alive now, a large study just loaded above all, out of every later cyclic collection.
+
+    A loaded study holds some 26 objects the cyclic garbage collector tracks per configuration
+    (its pydantic models, their field sets); with 50,000 configurations every collection walks
+    them again, both the collections triggered while the cells are made and the five full ones
+    pytest runs at exit: on a 100,000-cell sweep this was more than half of the time to collect.
+    The study lives until the session ends, so walking it can never free anything. Loading makes
+    no reference cycles, so ``gc.freeze`` keeps nothing of its own alive; garbage cycles from
+    before, not yet found, are kept (a few objects at most). Frozen objects leave
+    ``gc.get_objects()``, so this is done for large studies only (above ``LARGE_STUDY_CELLS``),
+    where the time it saves is counted in tens of seconds.
+    """
+    gc.freeze()
+
+
 class StudyFile(pytest.File):
     """A ``*.llem.yaml`` file: a study."""
 
+    #: The fixture closure of the cell function, resolved for the file's first cell and handed to
+    #: every other one (``Function(fixtureinfo=...)``, as pytest's own parametrize does). Resolving
+    #: it per cell inspects the function's signature and walks the fixture tree each time: half
+    #: of a large sweep's collection. Every cell of one file has the same function, the same
+    #: conftests above it and no fixture of its own, so the closure is the same for all of them.
+    cell_fixtureinfo: Any = None
+
     def collect(self) -> Iterator[pytest.Collector]:
         study = load_study(self.path)
+        if len(study.configurations) * study.execution.n_cycles > LARGE_STUDY_CELLS:
+            _keep_out_of_garbage_collection()
         for warning in study.warnings:
             self.warn(LlemStudyWarning(warning))
         for configuration in study.configurations:

@@ -230,7 +230,7 @@ class LlemSession:
             )
 
     def annotate_report(self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-        """A cell's figures onto its report, the tail of a failed child's log, and skips into the manifest."""
+        """A cell's figures onto its report, the tail of a failed child's log, skips into the manifest; secrets out."""
         cell = as_cell(item)
         if cell is None:
             return
@@ -243,13 +243,15 @@ class LlemSession:
             failure = call.excinfo.value if call.excinfo is not None else None
             # A missing engine's message names the package to install; its child's log adds nothing.
             if isinstance(failure, CellError) and failure.log_tail and not isinstance(failure, CellEngineUnavailable):
-                from pytest_llem.results.writer import scrub
-
-                report.sections.append(("Captured log of the cell's process (tail)", scrub(failure.log_tail)))
+                report.sections.append(("Captured log of the cell's process (tail)", failure.log_tail))
         elif call.when == "setup" and report.skipped:
             run = self.runs.get(cell.study.path)
             if run is not None:
                 run.skip(_cell_ref(cell), cell.configuration.skip_reason or "skipped")
+        # The terminal, JUnit XML and pytest-json-report all render the report: one place to redact.
+        from pytest_llem.results.redaction import scrub_report
+
+        scrub_report(report)
 
     # -- adaptive cycles ---------------------------------------------------------------------
 

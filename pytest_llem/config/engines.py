@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from pytest_llem.config.base import StrictModel
+from pytest_llem.config.base import MAX_PARALLEL, MAX_PROMPTS, MAX_TOKENS, StrictModel, refuse_non_finite
 
 EngineName = Literal["transformers", "vllm", "tensorrt"]
 
@@ -22,7 +22,7 @@ ENGINE_NAMES: tuple[EngineName, ...] = get_args(EngineName)
 class TransformersConfig(StrictModel):
     """Settings of the Hugging Face transformers engine (``model.generate``)."""
 
-    batch_size: int = Field(1, ge=1, description="Prompts per generate() call.")
+    batch_size: int = Field(1, ge=1, le=MAX_PROMPTS, description="Prompts per generate() call.")
     attn_implementation: str | None = Field(None, description="e.g. sdpa, eager, flash_attention_2.")
     use_cache: bool = True
     torch_compile: bool = False
@@ -124,8 +124,8 @@ def _no_gpu_count_args(section: str, engine_args: dict[str, Any], table: dict[st
 class VllmConfig(StrictModel):
     """Settings of the vLLM engine (offline ``vllm.LLM``); unset ones keep vLLM's defaults."""
 
-    max_num_seqs: int | None = Field(None, ge=1, description="Most requests running at once (vLLM's batch).")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget of one scheduler step.")
+    max_num_seqs: int | None = Field(None, ge=1, le=MAX_PROMPTS, description="Most requests running at once (vLLM's batch).")
+    max_num_batched_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Token budget of one scheduler step.")
     gpu_memory_utilization: float | None = Field(
         None, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take (unset: vLLM's default, 0.92 in 0.26)."
     )
@@ -136,11 +136,12 @@ class VllmConfig(StrictModel):
     enable_chunked_prefill: bool | None = None
     kv_cache_dtype: str = "auto"
     quantization: str | None = None
-    block_size: int | None = Field(None, ge=1)
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per pipeline stage; energy is summed over all GPUs.")
+    block_size: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    tensor_parallel_size: int = Field(1, ge=1, le=MAX_PARALLEL, description="GPUs per pipeline stage; energy is summed over all GPUs.")
     pipeline_parallel_size: int = Field(
         1,
         ge=1,
+        le=MAX_PARALLEL,
         description="Pipeline stages, each on tensor_parallel_size GPUs: the cell uses and meters"
         " tensor_parallel_size x pipeline_parallel_size GPUs.",
     )
@@ -161,6 +162,12 @@ class VllmConfig(StrictModel):
         """The GPUs the cell runs on, and the meter reads: one per rank."""
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
+    @field_validator("engine_args")
+    @classmethod
+    def _finite_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refuse_non_finite(value)
+        return value
+
     @model_validator(mode="after")
     def _escape_hatch(self) -> VllmConfig:
         _no_shadowed_settings("vllm", self, self.engine_args)
@@ -171,14 +178,15 @@ class VllmConfig(StrictModel):
 class TensorrtConfig(StrictModel):
     """Settings of the TensorRT-LLM engine (its ``LLM`` API); unverified on hardware so far."""
 
-    max_batch_size: int | None = Field(None, ge=1)
-    max_num_tokens: int | None = Field(None, ge=1)
+    max_batch_size: int | None = Field(None, ge=1, le=MAX_PROMPTS)
+    max_num_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     kv_cache_free_gpu_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
     quantization: str | None = Field(None, description="A QuantAlgo name, e.g. FP8, W4A16_AWQ.")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per pipeline stage; energy is summed over all GPUs.")
+    tensor_parallel_size: int = Field(1, ge=1, le=MAX_PARALLEL, description="GPUs per pipeline stage; energy is summed over all GPUs.")
     pipeline_parallel_size: int = Field(
         1,
         ge=1,
+        le=MAX_PARALLEL,
         description="Pipeline stages, each on tensor_parallel_size GPUs: the cell uses and meters"
         " tensor_parallel_size x pipeline_parallel_size GPUs.",
     )
@@ -192,6 +200,12 @@ class TensorrtConfig(StrictModel):
     def gpu_count(self) -> int:
         """The GPUs the cell runs on, and the meter reads: one per rank."""
         return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @field_validator("engine_args")
+    @classmethod
+    def _finite_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refuse_non_finite(value)
+        return value
 
     @model_validator(mode="after")
     def _escape_hatch(self) -> TensorrtConfig:

@@ -12,7 +12,17 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from pytest_llem.config.base import InvalidCombination, StrictModel
+from pytest_llem.config.base import (
+    DAY_S,
+    HOUR_S,
+    MAX_PROMPTS,
+    MAX_RELATIVE,
+    MAX_SEED,
+    MAX_TOKENS,
+    YEAR_S,
+    InvalidCombination,
+    StrictModel,
+)
 from pytest_llem.config.engines import (
     EngineName,
     EngineSection,
@@ -39,17 +49,17 @@ class DatasetConfig(StrictModel):
         " relative to the study file.",
     )
     field: str = Field("text", description="The field holding the prompt in a .jsonl file.")
-    n_prompts: int = Field(32, ge=1, description="Prompts per pass; a smaller source is cycled.")
+    n_prompts: int = Field(32, ge=1, le=MAX_PROMPTS, description="Prompts per pass; a smaller source is cycled.")
 
 
 class DecodingConfig(StrictModel):
     """Sampling settings, the same for every engine. temperature 0 is greedy decoding."""
 
-    temperature: float = Field(0.0, ge=0.0)
+    temperature: float = Field(0.0, ge=0.0, le=100.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
-    repetition_penalty: float = Field(1.0, gt=0.0)
-    seed: int = 0
+    top_k: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _sampling_knobs_need_sampling(self) -> DecodingConfig:
@@ -63,10 +73,10 @@ class DecodingConfig(StrictModel):
 class WarmupConfig(StrictModel):
     """Warm-up at the measured batch shapes until per-batch latency is stable."""
 
-    min_batches: int = Field(1, ge=0, description="At least this many batches, and at least one whole pass.")
-    max_batches: int = Field(20, ge=0, description="Stop warming up after this many batches, stable or not.")
-    cv_threshold: float = Field(0.05, gt=0.0, description="Stable once the CV of the last `window` latencies is below this.")
-    window: int = Field(3, ge=2)
+    min_batches: int = Field(1, ge=0, le=100_000, description="At least this many batches, and at least one whole pass.")
+    max_batches: int = Field(20, ge=0, le=100_000, description="Stop warming up after this many batches, stable or not.")
+    cv_threshold: float = Field(0.05, gt=0.0, le=MAX_RELATIVE, description="Stable once the CV of the last `window` latencies is below this.")
+    window: int = Field(3, ge=2, le=10_000)
 
     @model_validator(mode="after")
     def _bounds(self) -> WarmupConfig:
@@ -82,20 +92,20 @@ class IdlePowerConfig(StrictModel):
     # idle power, named apart from the stored baselines of the regression gate.
 
     enabled: bool = True
-    duration_seconds: float = Field(30.0, ge=1.0, description="How long idle power is sampled.")
-    ttl_seconds: float = Field(3600.0, ge=0.0, description="A cached baseline younger than this is reused.")
+    duration_seconds: float = Field(30.0, ge=1.0, le=HOUR_S, description="How long idle power is sampled.")
+    ttl_seconds: float = Field(3600.0, ge=0.0, le=YEAR_S, description="A cached baseline younger than this is reused.")
     drift_threshold: float = Field(
-        0.10, gt=0.0, description="A cell's idle spot check further than this (relative) re-measures the baseline."
+        0.10, gt=0.0, le=MAX_RELATIVE, description="A cell's idle spot check further than this (relative) re-measures the baseline."
     )
-    spot_check_seconds: float = Field(2.0, ge=0.0, description="Idle sampling in each cell after load; 0 disables.")
+    spot_check_seconds: float = Field(2.0, ge=0.0, le=HOUR_S, description="Idle sampling in each cell after load; 0 disables.")
 
 
 class MeasurementConfig(StrictModel):
     """How a cell is measured. Part of the measurement_config_hash: it changes the figures."""
 
     energy: MeterKind = "auto"
-    min_window_seconds: float = Field(10.0, ge=0.0, description="Repeat the workload until the window is this long.")
-    max_passes: int = Field(1000, ge=1, description="Upper bound on workload passes in the window.")
+    min_window_seconds: float = Field(10.0, ge=0.0, le=DAY_S, description="Repeat the workload until the window is this long.")
+    max_passes: int = Field(1000, ge=1, le=1_000_000, description="Upper bound on workload passes in the window.")
     sample_interval_ms: int = Field(100, ge=10, le=10_000)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present, else CPU.")
@@ -104,11 +114,12 @@ class MeasurementConfig(StrictModel):
         "warn", description="What a busy GPU before the window does: foreign processes, load, power above idle."
     )
     cross_check_tolerance: float = Field(
-        0.05, gt=0.0, description="Counter vs integral of sampled power: a larger relative gap is a warning."
+        0.05, gt=0.0, le=MAX_RELATIVE, description="Counter vs integral of sampled power: a larger relative gap is a warning."
     )
     cross_check_fail_tolerance: float = Field(
         0.25,
         gt=0.0,
+        le=MAX_RELATIVE,
         description="Counter vs integral of sampled power: a larger relative gap fails the cell (one of the"
         " two is wrong); at least cross_check_tolerance. No power samples: nothing to compare, no failure.",
     )
@@ -164,9 +175,11 @@ class ExperimentConfig(StrictModel):
     model: str = Field("llem-tiny", description="Hub id, local directory, or an embedded model (llem-tiny).")
     engine: EngineName = "transformers"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    prompts: list[str] | None = Field(None, description="Inline prompts; replaces dataset when given.")
-    max_input_tokens: int = Field(256, ge=1)
-    max_output_tokens: int = Field(64, ge=1)
+    prompts: list[str] | None = Field(
+        None, max_length=MAX_PROMPTS, description="Inline prompts; replaces dataset when given."
+    )
+    max_input_tokens: int = Field(256, ge=1, le=MAX_TOKENS)
+    max_output_tokens: int = Field(64, ge=1, le=MAX_TOKENS)
     ignore_eos: bool = Field(False, description="Generate exactly max_output_tokens per request.")
     precision: Precision = "bf16"
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)

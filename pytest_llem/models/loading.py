@@ -10,11 +10,52 @@ downloading 16 GB, and builds it in seconds on a GPU.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json", "*.bin.index.json")
 STAMP_FILE = "llem_model.json"
+
+
+#: How a model value says "a path on this machine" whether or not it exists (``/`` included:
+#: no hub id starts with it).
+LOCAL_PATH_PREFIXES = ("./", "../", "~", "/")
+
+
+def resolve_model_path(model: str, base_dir: Path) -> str:
+    """The study's ``model:`` as an engine must load it: a local directory made absolute, else unchanged.
+
+    A value that starts with ``./``, ``../``, ``~`` or ``/`` (or is ``.`` or ``..``), or that
+    names something existing relative to ``base_dir``, is a local path, resolved against
+    ``base_dir`` (the study file's directory), as dataset paths are: the cell's process runs in
+    the cell's directory, where ``./tinycopy`` would not exist and a hub lookup would follow.
+    A local path written explicitly that does not exist raises :class:`FileNotFoundError`
+    naming the resolved path, never a hub lookup for ``./tinycopy``. Anything else (a hub id,
+    an embedded model's name) is returned unchanged; a directory beside the study wins over a
+    hub id or an embedded name it shadows, as it would for ``from_pretrained`` in that directory.
+
+    Only the process that loads the model resolves it: the measurement_config_hash stays on
+    the value as written. The hash says what is measured, in the study's terms, so that a
+    study moved or checked out elsewhere with its model directory beside it still compares
+    with its baselines; the resolved directory is recorded in each cell's ``model_path``.
+    """
+    if not model:
+        return model
+    explicit = model.startswith(LOCAL_PATH_PREFIXES) or model in (".", "..")
+    candidate = Path(os.path.normpath(base_dir / os.path.expanduser(model)))
+    try:
+        exists = candidate.exists()
+    except OSError:  # a hub id that is no possible file name (too long, say) names no local path
+        exists = False
+    if exists:
+        return str(candidate)
+    if explicit:
+        raise FileNotFoundError(
+            f"model: {model!r} is a local path, resolved against the study file's directory to"
+            f" {candidate}, which does not exist"
+        )
+    return model
 
 
 def is_architecture_only(model: str) -> bool:

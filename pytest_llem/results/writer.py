@@ -3,46 +3,27 @@
 Every file is written to a temporary sibling and moved into place with ``os.replace``, so a
 reader (or a crash) never sees half a file. Directory names built from model names are
 sanitised and checked to stay inside the results directory. Values of secret-looking
-environment variables (tokens, keys, passwords) are replaced before anything is written.
+environment variables (tokens, keys, passwords) are redacted from JSON before it is written
+(see results/redaction.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pytest_llem.naming import sanitise
+from pytest_llem.results import redaction
 
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
-REDACTED = "<redacted>"
-
-
-def secret_values() -> list[str]:
-    """Values of environment variables whose names say they are secret (long enough to matter)."""
-    return sorted(
-        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}, key=len, reverse=True
-    )
-
-
-def scrub(data: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of ``data`` with every occurrence of a secret value replaced."""
-    secrets = secret_values() if secrets is None else secrets
-    if not secrets:
-        return data
-    if isinstance(data, str):
-        for secret in secrets:
-            data = data.replace(secret, REDACTED)
-        return data
-    if isinstance(data, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [scrub(v, secrets) for v in data]
-    return data
+# Redaction lives in results/redaction.py; these names stay importable from here.
+REDACTED = redaction.REDACTED
+_SECRET_NAME = redaction.SECRET_NAME
+secret_values = redaction.secret_values
+scrub = redaction.scrub
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -66,6 +68,25 @@ def _run(task_json: str, channel: Channel) -> BaseModel:
     )
 
 
+def _hold_lifeline(lifeline: IO[str]) -> None:
+    """Die with the parent, whatever kills it.
+
+    The parent keeps the write end of our stdin open for as long as it lives and never writes
+    after the task, so end-of-file on stdin means the parent is gone: SIGKILL, SIGTERM from
+    ``timeout``, a CI cancellation or Slurm, a crash. A cell left running would measure on
+    after nobody listens and burn the GPU under the next job's measurement, so the whole
+    process group (this child leads it; engine workers belong to it) is killed at once.
+    ``PR_SET_PDEATHSIG`` would not do: it fires when the parent *thread* that spawned us
+    exits, and it does not reach the engine's worker processes.
+    """
+
+    def watch() -> None:
+        lifeline.read()  # blocks until the parent's end closes
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="llem-lifeline", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest_llem.runner.child")
     parser.add_argument("--fd", type=int, required=True)
@@ -75,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     channel.send(AliveEvent(pid=os.getpid()))
     try:
-        measurement = _run(sys.stdin.read(), channel)
+        task_json = sys.stdin.readline()
+        _hold_lifeline(sys.stdin)
+        measurement = _run(task_json, channel)
         channel.send(ResultEvent(measurement=measurement.model_dump(mode="json")))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a report

@@ -123,11 +123,12 @@ class _Workload:
 
 def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload:
     """Resolve the model, tokenise the prompts once, and load the engine (outside any window)."""
+    from pytest_llem.models.loading import resolve_model_path
     from pytest_llem.models.tiny import resolve_model
     from pytest_llem.runner.prompts import load_prompt_texts, tokenize_prompts
 
     started = time.perf_counter()
-    model_path = resolve_model(config.model)
+    model_path = resolve_model(resolve_model_path(config.model, base_dir))
     from transformers import (
         AutoTokenizer,  # every engine shares one tokenisation: identical inputs
     )

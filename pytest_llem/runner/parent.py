@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,6 +34,7 @@ from pytest_llem.errors import (
     CellStartupFailed,
     CellTimeout,
 )
+from pytest_llem.results.redaction import scrub_file, scrub_text
 from pytest_llem.runner.envelope import (
     EVENTS,
     AnyEvent,
@@ -61,11 +62,12 @@ class ChildReport(Generic[MeasurementT]):
 
 
 def log_tail(log_path: Path, max_lines: int = 40) -> str:
+    """The end of the child's log, secrets redacted: it is shown in the failure report."""
     try:
         lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(lines[-max_lines:])
+    return scrub_text("\n".join(lines[-max_lines:]))
 
 
 def _describe_exit(returncode: int) -> str:
@@ -98,6 +100,16 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         proc.wait(timeout=KILL_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
+        pass
+
+
+def _close_quietly(stream: IO[bytes] | None) -> None:
+    """Close the child's lifeline; a child that already died leaves a broken pipe, which is fine."""
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except OSError:
         pass
 
 
@@ -265,8 +277,9 @@ def run_in_child(
     interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
         assert proc.stdin is not None
-        proc.stdin.write(task.model_dump_json().encode("utf-8"))
-        proc.stdin.close()
+        # One line, and the pipe stays open: it is the child's lifeline (see child._hold_lifeline).
+        proc.stdin.write(task.model_dump_json().encode("utf-8") + b"\n")
+        proc.stdin.flush()
         error = _follow(proc, channel, progress, started, timeout_s, startup_timeout_s)
         interrupted = False
     finally:
@@ -276,7 +289,9 @@ def run_in_child(
             except subprocess.TimeoutExpired:
                 pass
         _kill_group(proc)  # nothing of the cell may outlive it (engine worker processes)
+        scrub_file(log_path)  # the child wrote its log itself, secrets and all; nothing writes to it now
         channel.close()
+        _close_quietly(proc.stdin)
     if progress.failure is not None:
         error = _child_error(progress.failure)
     if error is not None:

@@ -25,7 +25,12 @@ def canonical_json(data: Any) -> str:
 
 
 def digest16(data: Any) -> str:
-    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()[:16]
+    return text_digest16(canonical_json(data))
+
+
+def text_digest16(text: str) -> str:
+    """The digest of a canonical JSON text already made (see :func:`digest16`)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def measurement_fields(config: ExperimentConfig) -> dict[str, Any]:
@@ -34,9 +39,24 @@ def measurement_fields(config: ExperimentConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude=set(NON_MEASUREMENT_FIELDS) | other_engines)
 
 
+def measurement_json(config: ExperimentConfig) -> str:
+    """The canonical JSON of :func:`measurement_fields`: what both hashes are taken over."""
+    return canonical_json(measurement_fields(config))
+
+
 def measurement_config_hash(config: ExperimentConfig) -> str:
-    return digest16(measurement_fields(config))
+    return text_digest16(measurement_json(config))
+
+
+def design_hash_of(measurement_texts: list[str]) -> str:
+    """:func:`study_design_hash` from the configurations' :func:`measurement_json` texts.
+
+    The canonical JSON of a list is its items' canonical JSON joined by commas in brackets, so
+    this is the same digest without dumping and encoding every configuration a second time
+    (a loader that already hashed each configuration passes the texts it made).
+    """
+    return text_digest16("[" + ",".join(measurement_texts) + "]")
 
 
 def study_design_hash(configs: list[ExperimentConfig]) -> str:
-    return digest16([measurement_fields(c) for c in configs])
+    return design_hash_of([measurement_json(c) for c in configs])

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pytest_llem.config.base import StrictModel
+from pytest_llem.config.base import DAY_S, MAX_SEED, WEEK_S, StrictModel
 from pytest_llem.config.engines import EngineName
 from pytest_llem.config.experiment import ExperimentConfig
 
@@ -29,12 +29,12 @@ class ExecutionConfig(StrictModel):
         description="sequential: all cycles of a config back to back; interleave: A B C A B C;"
         " shuffle: a seeded permutation per cycle; reverse: A B C C B A; latin_square: rotated per cycle.",
     )
-    shuffle_seed: int = 0
-    experiment_gap_seconds: float = Field(0.0, ge=0.0, description="Pause between cells.")
-    cycle_gap_seconds: float = Field(0.0, ge=0.0, description="Extra pause when a new cycle begins.")
-    experiment_timeout_seconds: float = Field(3600.0, gt=0.0)
+    shuffle_seed: int = Field(0, ge=0, le=MAX_SEED)
+    experiment_gap_seconds: float = Field(0.0, ge=0.0, le=DAY_S, description="Pause between cells.")
+    cycle_gap_seconds: float = Field(0.0, ge=0.0, le=DAY_S, description="Extra pause when a new cycle begins.")
+    experiment_timeout_seconds: float = Field(3600.0, gt=0.0, le=WEEK_S)
     startup_timeout_seconds: float = Field(
-        300.0, gt=0.0, description="Time allowed for the child's imports and device setup (handshake)."
+        300.0, gt=0.0, le=DAY_S, description="Time allowed for the child's imports and device setup (handshake)."
     )
     target_ci_pct: float | None = Field(
         None,

@@ -19,7 +19,7 @@ from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import StudyError
 from pytest_llem.naming import sanitise, suggest
 from pytest_llem.study import ids
-from pytest_llem.study.hashing import measurement_config_hash, study_design_hash
+from pytest_llem.study.hashing import design_hash_of, measurement_json, text_digest16
 from pytest_llem.study.loader import (
     LineMap,
     Path_,
@@ -74,6 +74,8 @@ class Study:
     configurations: list[Configuration]
     design_hash: str
     warnings: list[str] = field(default_factory=list)
+    _order: list[tuple[Configuration, int]] | None = field(default=None, init=False, repr=False, compare=False)
+    _positions: dict[tuple[int, int], int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cycle_width(self) -> int:
@@ -84,10 +86,23 @@ class Study:
         return f"c{cycle:0{self.cycle_width}d}"
 
     def run_order(self) -> list[tuple[Configuration, int]]:
-        """Every (configuration, cycle) pair in the order the study asks for."""
-        ex = self.execution
-        pairs = run_order(len(self.configurations), ex.n_cycles, ex.experiment_order, ex.shuffle_seed)
-        return [(self.configurations[i], k) for i, k in pairs]
+        """Every planned (configuration, cycle) pair in the order the study asks for.
+
+        Computed once per study and kept: each configuration's collector asks for its cells'
+        places, and recomputing the whole order for each made collection quadratic (a 5,000-cell
+        sweep took minutes). A loaded study is not changed afterwards, so the cache cannot go stale.
+        """
+        if self._order is None:
+            ex = self.execution
+            pairs = run_order(len(self.configurations), ex.n_cycles, ex.experiment_order, ex.shuffle_seed)
+            self._order = [(self.configurations[i], k) for i, k in pairs]
+        return self._order
+
+    def position(self, configuration: Configuration, cycle: int) -> int:
+        """The 1-based place of a planned cell in :meth:`run_order` (one dict lookup, once built)."""
+        if self._positions is None:
+            self._positions = {(c.index, k): i for i, (c, k) in enumerate(self.run_order(), start=1)}
+        return self._positions[(configuration.index, cycle)]
 
     @property
     def runnable(self) -> list[Configuration]:
@@ -108,6 +123,8 @@ def default_study_name(path: Path) -> str:
 
 def _engines(shared: dict[str, Any], engine_axis: list[Any] | None, problems: list[tuple[Path_, str]]) -> list[str]:
     declared = shared.pop("engine", "transformers")
+    if isinstance(declared, list) and not declared:
+        problems.append((("engine",), "engine: expected an engine name or a non-empty list of them, got []"))
     if engine_axis is not None:
         if isinstance(declared, list):
             problems.append((("sweep", "engine"), "engine is both a top-level list and a sweep axis; keep one"))
@@ -149,11 +166,11 @@ def _flat_lookup(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_id(
-    cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any], model: str
+    cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any] | None, model: str
 ) -> str:
     if cell.explicit_id:
         return sanitise(cell.explicit_id)
-    if template:
+    if template and lookup is not None:
         return ids.render_template(template, lookup)
     pieces = [cell.engine] if len(engines) > 1 else []
     pieces += [ids.id_piece(o.path, o.value) for o in cell.overrides if o.in_id]
@@ -192,7 +209,7 @@ class _Problems:
 def _header(data: dict[str, Any], problems: _Problems) -> tuple[ExecutionConfig, str | None, str | None]:
     """The study-only keys: ``execution``, ``name`` and the ``id`` template."""
     try:
-        execution = ExecutionConfig.model_validate(data.get("execution") or {})
+        execution = ExecutionConfig.model_validate({} if data.get("execution") is None else data["execution"])
     except ValidationError as exc:
         problems.formatted += validation_problems(
             exc, file=problems.path, lines=problems.lines, root_model=ExecutionConfig, loc_prefix=("execution",)
@@ -252,23 +269,43 @@ def _validate_cell(cell: RawCell, merged: dict[str, Any], problems: _Problems) -
     return None, ("; ".join(e["msg"] for e in combos) if not others else None)
 
 
-def _configuration(index: int, cell: RawCell, cells: _Cells, template: str | None, problems: _Problems) -> tuple[Configuration, str | None]:
-    """One configuration of the study; returns the id template still in use (dropped once it names an unknown field)."""
+def _template_lookup(config: ExperimentConfig | None, merged: dict[str, Any]) -> dict[str, Any]:
+    """Every field of a configuration by dotted path, for an ``id:`` template."""
+    if config is not None:
+        return _flat_lookup(config.model_dump(mode="json"))
+    # A skipped cell: its values over the defaults, so an id template still finds every field.
+    return _flat_lookup(deep_merge(ExperimentConfig.model_validate({}).model_dump(mode="json"), merged))
+
+
+@dataclass
+class _Loaded:
+    """One configuration, with what the study-level steps need of it."""
+
+    configuration: Configuration
+    template: str | None  # the id template still in use (dropped once it names an unknown field)
+    measurement_json: str | None  # its hashed text, reused for the study's design hash
+
+
+def _configuration(index: int, cell: RawCell, cells: _Cells, template: str | None, problems: _Problems) -> _Loaded:
+    """One configuration of the study.
+
+    Runs once per configuration of a sweep that may have 100,000 of them, so each step is done
+    once: the config is dumped for the id only when a template needs its fields, and hashed
+    from one canonical text that the design hash reuses.
+    """
     merged = deep_merge(cells.shared, {"engine": cell.engine})
     for override in cell.overrides:
         set_dotted(merged, override.path, override.value)
     config, skip_reason = _validate_cell(cell, merged, problems)
-    if config is not None:
-        lookup = _flat_lookup(config.model_dump(mode="json"))
-    else:  # a skipped cell: its values over the defaults, so an id template still finds every field
-        lookup = _flat_lookup(deep_merge(ExperimentConfig.model_validate({}).model_dump(mode="json"), merged))
-    if template:
+    lookup = _template_lookup(config, merged) if template else None
+    if template and lookup is not None:
         missing = [f for f in ids.template_fields(template) if f.strip() not in lookup]
         for field_name in missing:
             problems.located.append((("id",), f"id: template field {{{field_name}}} is not an experiment field{suggest(field_name, sorted(lookup))}"))
         if missing:
             template = None
     config_id = _config_id(cell, cells.engines, template, lookup, str(merged.get("model", "model")))
+    text = measurement_json(config) if config is not None else None
     first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or (("sweep",) if cells.swept else ()))
     configuration = Configuration(
         index=index,
@@ -279,10 +316,10 @@ def _configuration(index: int, cell: RawCell, cells: _Cells, template: str | Non
         skip_reason=skip_reason,
         swept={**({"engine": cell.engine} if len(cells.engines) > 1 else {}), **{o.path: o.value for o in cell.overrides if o.in_id}},
         line=problems.lines.line_of(first_origin) or 1,
-        config_hash=measurement_config_hash(config) if config is not None else None,
+        config_hash=text_digest16(text) if text is not None else None,
         expect_lines=_expect_lines(config, cell, problems.lines),
     )
-    return configuration, template
+    return _Loaded(configuration, template, text if configuration.runnable else None)
 
 
 def _duplicate_ids(configurations: list[Configuration], path: Path) -> list[str]:
@@ -317,9 +354,13 @@ def load_study(path: str | Path) -> Study:
     execution, name, template = _header(data, problems)
     cells = _expand(data, problems)
     configurations: list[Configuration] = []
+    measured: list[str] = []  # the runnable configurations' hashed texts, in declaration order
     for index, cell in enumerate(cells.raw):
-        configuration, template = _configuration(index, cell, cells, template, problems)
-        configurations.append(configuration)
+        loaded = _configuration(index, cell, cells, template, problems)
+        template = loaded.template
+        configurations.append(loaded.configuration)
+        if loaded.measurement_json is not None:
+            measured.append(loaded.measurement_json)
     problems.formatted += _duplicate_ids(configurations, path)
     if found := problems.all():
         raise StudyError(str(path), found)
@@ -327,13 +368,12 @@ def load_study(path: str | Path) -> Study:
         reasons = sorted({c.skip_reason or "" for c in configurations})
         raise StudyError(str(path), [f"{path}: every cell of the study is an invalid combination: " + " | ".join(reasons)])
 
-    runnable_configs = [c.config for c in configurations if c.config is not None and c.skip_reason is None]
     study = Study(
         path=path,
         name=name or default_study_name(path),
         execution=execution,
         configurations=configurations,
-        design_hash=study_design_hash(runnable_configs),
+        design_hash=design_hash_of(measured),
     )
     n_cells = len(configurations) * execution.n_cycles
     if n_cells > LARGE_STUDY_CELLS:

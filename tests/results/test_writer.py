@@ -18,7 +18,6 @@ from pytest_llem.results.writer import (
     contained,
     make_study_dir,
     scrub,
-    secret_values,
     utc_stamp,
     write_json_atomic,
     write_text_atomic,
@@ -247,46 +246,6 @@ def test_write_json_atomic_scrubs_secrets(tmp_path: Path, no_secrets: None, monk
 
 
 # --- scrub ------------------------------------------------------------------------------
-
-
-def test_scrub_replaces_secret_values_everywhere(no_secrets: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
-    monkeypatch.setenv("MY_API_KEY", "sk-live-0987654321")
-    monkeypatch.setenv("DB_PASSWORD", "correct horse battery")
-    monkeypatch.setenv("GITHUB_TOKEN", "tiny")  # < 6 chars: left alone
-    monkeypatch.setenv("MY_LOG_DIR", "/opt/not/secret/at/all")  # not a secret name
-    path_value = os.environ.get("PATH", "/usr/bin:/bin")
-    data = {
-        "hf_abcdefghijklmnop": "key is a secret",
-        "nested": {"list": ["x sk-live-0987654321 y", ("tuple", "correct horse battery")], "n": 3, "none": None},
-        "short": "tiny tiny",
-        "dir": "/opt/not/secret/at/all",
-        "path": path_value,
-        "number": 1.5,
-    }
-    out = scrub(data)
-    assert out == {
-        REDACTED: "key is a secret",
-        "nested": {"list": [f"x {REDACTED} y", ["tuple", REDACTED]], "n": 3, "none": None},
-        "short": "tiny tiny",
-        "dir": "/opt/not/secret/at/all",
-        "path": path_value,
-        "number": 1.5,
-    }
-    # The input is not modified.
-    assert data["nested"]["list"][0] == "x sk-live-0987654321 y"  # type: ignore[index]
-
-
-def test_secret_values_filters_by_name_and_length(no_secrets: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
-    monkeypatch.setenv("aws_secret_access_key", "lowercase-name-secret")
-    monkeypatch.setenv("SERVICE_CREDENTIALS", "cred-123456")
-    monkeypatch.setenv("X_PASSWD", "12345")  # 5 chars: too short
-    monkeypatch.setenv("SIX_TOKEN", "123456")  # exactly 6: kept
-    monkeypatch.setenv("PATHLIKE", "/usr/local/bin")
-    values = secret_values()
-    assert set(values) == {"hf_abcdefghijklmnop", "lowercase-name-secret", "cred-123456", "123456"}
-    assert [len(v) for v in values] == sorted((len(v) for v in values), reverse=True)
 
 
 def test_scrub_longer_secret_first(no_secrets: None) -> None:

@@ -520,7 +520,8 @@ def test_invalid_yaml_bad_indentation(write):
     with pytest.raises(StudyError) as excinfo:
         load_study(path)
     (problem,) = excinfo.value.problems
-    assert problem.startswith(f"{path}:4: invalid YAML: mapping values are not allowed here")
+    # "... here" (PyYAML's own parser) or "... in this context" (libyaml's)
+    assert problem.startswith(f"{path}:4: invalid YAML: mapping values are not allowed")
 
 
 def test_missing_file(tmp_path):

@@ -8,6 +8,8 @@ broken cells:
 * ``stub-segfault``: the process dies of SIGSEGV while loading the model;
 * ``stub-exit``: the process calls ``os._exit(7)`` while loading the model;
 * ``stub-hang``: loading never finishes;
+* ``stub-hang-worker``: loading starts a worker process (as engines do) and never finishes; both
+  pids are written to ``stub-pids`` in the working directory (the cell's directory);
 * ``stub-raise``: loading raises ``RuntimeError``;
 * ``stub-oom``: loading raises ``torch.OutOfMemoryError`` as CUDA would.
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -94,6 +98,12 @@ class AutoModelForCausalLM:
         if name == "stub-exit":
             os._exit(7)
         if name == "stub-hang":
+            time.sleep(3600)
+        if name == "stub-hang-worker":
+            worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+            with open("stub-pids.tmp", "w", encoding="utf-8") as handle:
+                handle.write(f"{os.getpid()} {worker.pid}\n")
+            os.replace("stub-pids.tmp", "stub-pids")
             time.sleep(3600)
         if name == "stub-raise":
             raise RuntimeError("stub model refuses to load")
