@@ -113,6 +113,15 @@ class ResultsUnreadable(ResultsError):
     """A manifest or ``result.json`` exists but is not readable JSON of the expected shape."""
 
 
+class BaselineUnreadable(ResultsUnreadable):
+    """A stored baseline, or the last run's figures in pytest's cache, is unreadable or malformed.
+
+    The message names the file (or cache key), the dotted key inside it and what was expected.
+    The regression gate refuses to compare with it, which fails the session: a corrupt baseline
+    that let every configuration pass would be a gate that is silently off.
+    """
+
+
 class StudyFailedToRun(LlemError):
     """:func:`~pytest_llem.run_study` produced no study directory; ``output`` is pytest's output."""
 

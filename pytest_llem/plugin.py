@@ -13,6 +13,8 @@ names); ``-p no:pytest_llem.plugin`` disables the plugin.
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,27 @@ from pytest_llem.study.files import is_study_file
 if TYPE_CHECKING:
     from pytest_llem.execution.idle_power import SessionIdlePower
     from pytest_llem.session import LlemSession
+
+
+#: The longest --llem-timeout taken: beyond a week a "time limit" is a typo, not a limit.
+MAX_CELL_SECONDS = 7 * 24 * 3600
+
+
+def _cell_time_limit(text: str) -> float:
+    """``--llem-timeout``'s value; argparse turns the error into a usage error naming the option.
+
+    ``float`` alone would take ``nan`` (a limit no time ever exceeds), ``0`` (read later as
+    "not set") and ``-5`` (a cell killed before it starts).
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_CELL_SECONDS:  # false for NaN too
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_CELL_SECONDS} (a week), got {text!r}"
+        )
+    return seconds
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--llem-timeout",
         dest="llem_timeout",
-        type=float,
+        type=_cell_time_limit,
         default=None,
         metavar="SECONDS",
         help="Time limit per cell, overriding execution.experiment_timeout_seconds.",
@@ -110,6 +133,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="What a configuration whose cycles cannot decide a --llem-compare-fail rule does to the session:"
         " pass (default; reported with the cycles that would decide it) or fail. Also the ini key llem_inconclusive.",
     )
+    group.addoption(
+        "--llem-resume",
+        dest="llem_resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="STUDY_DIR",
+        help="Continue an earlier, unfinished run of the study: run only the cells it did not complete, into its"
+        " directory. Without STUDY_DIR: the newest unfinished run of the same study under the results directory."
+        " Refused, naming the difference, when the study file changed since.",
+    )
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
     parser.addini(
         "llem_missing_engine", "fail or skip: cells whose engine cannot run here (default fail).", default="fail"
@@ -126,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "llem(cycle, engine, model, precision, **swept_fields): a pytest-llem cell; select with"
         " -m \"llem(engine='vllm', cycle=0)\"",
     )
+    _study_file_after_resume(config)
     from pytest_llem.session import SESSION_KEY, LlemSession
 
     config.stash[SESSION_KEY] = LlemSession(config)  # bad limits, rules or policy: usage errors now
@@ -136,6 +171,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-json-report's hooks are optional (the plugin may be absent) and
     # pytest_json_modifyreport is given no config: an object that holds it.
     config.pluginmanager.register(_JsonReportHooks(config), "llem-json-report")
+
+
+def _study_file_after_resume(config: pytest.Config) -> None:
+    """``pytest --llem-resume study.llem.yaml`` means: resume, and this is the study to run.
+
+    ``--llem-resume`` takes an optional directory, so argparse hands it the study file that
+    follows; a study file is never a study directory, so it goes back to pytest's arguments.
+    """
+    chosen = config.getoption("llem_resume")
+    if chosen in (None, "auto") or not is_study_file(str(chosen).split("::")[0]):
+        return
+    config.option.llem_resume = "auto"
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        config.args.insert(0, str(chosen))
+    else:  # pytest fell back to testpaths or the current directory for want of arguments
+        config.args[:] = [str(chosen)]
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count

@@ -13,6 +13,7 @@ runner and the statistics are imported inside the methods that need them, once a
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,9 +82,14 @@ class LlemSession:
         workerinput: dict[str, Any] = getattr(config, "workerinput", {})
         self.is_worker = bool(workerinput)
         self.stamp: str | None = workerinput.get("llem_stamp")
+        # Names this session's study directories: its workers share them, no other session does.
+        self.session_id: str = workerinput.get("llem_session_id") or uuid.uuid4().hex[:12]
         self.gpu_uuid: str | None = workerinput.get("llem_gpu_uuid")
         self.study_dirs: list[Path] = []  # every study directory this session wrote to
         self._finalized: list[FinalizedStudy] | None = None
+        # --llem-resume: study file -> the earlier run's directory it continues, and what was said.
+        self.resume_dirs: dict[Path, Path] = {}
+        self.resume_lines: list[str] = []
         self._gpu_pool: list[str] | None = None
 
     # -- options ---------------------------------------------------------------------------
@@ -143,6 +149,44 @@ class LlemSession:
         cells.sort(key=lambda c: (study_rank[c.study.path], c.position))
         for slot, cell in zip(slots, cells):
             items[slot] = cell
+        if self.config.getoption("llem_resume") is not None:
+            self._deselect_completed(items, cells)
+
+    def _deselect_completed(self, items: list[pytest.Item], cells: list[CellItem]) -> None:
+        """``--llem-resume``: find each study's earlier run and leave out the cells it completed."""
+        from pytest_llem.execution.resume import ResumeRefused, find_resume
+
+        chosen = self.config.getoption("llem_resume")
+        explicit = None if chosen == "auto" else Path(chosen)
+        if explicit is not None and not explicit.is_absolute():
+            explicit = self.config.invocation_params.dir / explicit
+        studies = {cell.study.path: cell for cell in cells}
+        if explicit is not None and len(studies) > 1:
+            raise pytest.UsageError(
+                f"--llem-resume={chosen} names one study directory, but {len(studies)} studies were collected;"
+                " name one study file, or use --llem-resume without a directory"
+            )
+        done: set[str] = set()
+        for path, cell in studies.items():
+            try:
+                plan = find_resume(cell.study, self.results_root(cell), explicit)
+            except ResumeRefused as exc:
+                raise pytest.UsageError(f"--llem-resume: {exc}") from None
+            self.resume_lines.append(plan.note)
+            if plan.study_dir is not None:
+                self.resume_dirs[path] = plan.study_dir
+                done |= {f"{path}::{experiment_id}" for experiment_id in plan.completed}
+        if not done:
+            return
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            found = as_cell(item)
+            ran = found is not None and f"{found.study.path}::{_cell_ref(found).experiment_id(found.study)}" in done
+            (drop if ran else keep).append(item)
+        if drop:
+            self.config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
     def start_studies(self, items: list[pytest.Item]) -> None:
         """Create each collected study's directory and manifest (not under ``--collect-only``)."""
@@ -153,6 +197,8 @@ class LlemSession:
             cell = as_cell(item)
             if cell is not None:
                 by_study.setdefault(cell.study.path, []).append(cell)
+        # A resumed study with nothing left to run is still this session's to summarise and gate.
+        self.study_dirs += [d for path, d in self.resume_dirs.items() if path not in by_study]
         if not by_study:
             return
         from pytest_llem.execution.study_run import StudyRun
@@ -160,9 +206,15 @@ class LlemSession:
 
         self.stamp = self.stamp or utc_stamp()
         for path, cells in by_study.items():
+            if path in self.resume_dirs:
+                self.runs[path] = StudyRun.resume(
+                    cells[0].study, self.resume_dirs[path], [_cell_ref(c) for c in cells], self.config.getoption("llem_timeout")
+                )
+                self.study_dirs.append(self.resume_dirs[path])
+                continue
             run = StudyRun.create(
                 cells[0].study, [_cell_ref(c) for c in cells], self.results_root(cells[0]), self.stamp,
-                self.config.getoption("llem_timeout"), shared=self.is_worker,
+                self.config.getoption("llem_timeout"), self.session_id,
             )  # fmt: skip
             self.runs[path] = run
             self.study_dirs.append(run.study_dir)
@@ -421,6 +473,10 @@ class LlemSession:
         from pytest_llem.report.terminal import summary_sections
 
         compared_with = "the last run (pytest cache)" if self.config.getoption("llem_compare") == "last" else "stored baselines"
+        if self.resume_lines:
+            terminalreporter.write_sep("-", "llem resume")
+            for line in self.resume_lines:
+                terminalreporter.write_line(line)
         for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines, compared_with):
             terminalreporter.write_sep("-", title)
             for line in lines:
@@ -464,7 +520,11 @@ class LlemSession:
         self.stamp = self.stamp or utc_stamp()
         pool = self.gpu_pool()
         index = int(gateway_id.removeprefix("gw") or 0)
-        return {"llem_stamp": self.stamp, "llem_gpu_uuid": pool[index] if index < len(pool) else None}
+        return {
+            "llem_stamp": self.stamp,
+            "llem_session_id": self.session_id,
+            "llem_gpu_uuid": pool[index] if index < len(pool) else None,
+        }
 
     def add_worker_output(self, workeroutput: Mapping[str, Any]) -> None:
         """The study directories a finished worker wrote, for the controller's summary and gate."""

@@ -2,7 +2,7 @@
 
 ``ls`` (which studies are on disk), ``show`` (one study's table and statistics), ``compare`` (two
 studies judged by the regression gate's test), ``doctor`` (what this machine can measure) and
-``schema`` (the JSON Schema of study files). One module per command, each with ``add_parser``
+``repair`` (a manifest rebuilt from the records on disk), ``schema`` (the JSON Schema of study files). One module per command, each with ``add_parser``
 and ``run``; this module only dispatches. The commands read results and ask the layers below
 (results, verdicts, report, energy, engines); nothing here knows pytest.
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pytest_llem.cli import compare, doctor, ls, schema, show
+from pytest_llem.cli import compare, doctor, ls, repair, schema, show
 from pytest_llem.cli.common import UsageProblem
 
 PROG = "python -m pytest_llem"
-COMMANDS = (ls, show, compare, doctor, schema)
+COMMANDS = (ls, show, compare, doctor, repair, schema)
 DESCRIPTION = (
     "pytest-llem's everyday commands: list, show and compare study results, check what this machine can "
     "measure, print the study file schema. Studies themselves run under pytest: pytest STUDY.llem.yaml."

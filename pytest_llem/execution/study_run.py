@@ -8,6 +8,7 @@ manifest and re-raised for that cell only; the study goes on.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,28 @@ def _manifest_entry(study: Study, cell: CellRef) -> dict[str, Any]:
     }
 
 
+def _header(study: Study, timeout_override: float | None) -> dict[str, Any]:
+    """The manifest's fields about the study as a whole."""
+    ex = study.execution
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "llenergymeasure_version": __version__,
+        "study_name": study.name,
+        "study_file": str(study.path),
+        "study_design_hash": study.design_hash,
+        "measurement_protocol": {
+            "n_cycles": ex.n_cycles,
+            "target_ci_pct": ex.target_ci_pct,
+            "max_cycles": ex.cycle_cap,
+            "experiment_order": ex.experiment_order,
+            "experiment_gap_seconds": ex.experiment_gap_seconds,
+            "cycle_gap_seconds": ex.cycle_gap_seconds,
+            "shuffle_seed": ex.shuffle_seed,
+            "experiment_timeout_seconds": timeout_override or ex.experiment_timeout_seconds,
+        },
+    }
+
+
 @dataclass
 class StudyRun:
     study: Study
@@ -86,29 +109,23 @@ class StudyRun:
     @classmethod
     def create(
         cls, study: Study, cells: list[CellRef], results_root: Path, stamp: str, timeout_override: float | None = None,
-        shared: bool = False,
+        session_id: str = "",
     ) -> StudyRun:  # fmt: skip
-        study_dir = make_study_dir(results_root, study.name, stamp, shared=shared)
-        ex = study.execution
-        header = {
-            "schema_version": SCHEMA_VERSION,
-            "llenergymeasure_version": __version__,
-            "study_name": study.name,
-            "study_file": str(study.path),
-            "study_design_hash": study.design_hash,
-            "measurement_protocol": {
-                "n_cycles": ex.n_cycles,
-                "target_ci_pct": ex.target_ci_pct,
-                "max_cycles": ex.cycle_cap,
-                "experiment_order": ex.experiment_order,
-                "experiment_gap_seconds": ex.experiment_gap_seconds,
-                "cycle_gap_seconds": ex.cycle_gap_seconds,
-                "shuffle_seed": ex.shuffle_seed,
-                "experiment_timeout_seconds": timeout_override or ex.experiment_timeout_seconds,
-            },
-        }
+        """A new study directory for this session (shared by its xdist workers) with its manifest."""
+        study_dir = make_study_dir(results_root, study.name, stamp, session_id or uuid.uuid4().hex[:12])
+        header = _header(study, timeout_override)
         experiments = [_manifest_entry(study, cell) for cell in cells]
         manifest = Manifest(study_dir, header, experiments, warnings=list(study.warnings))
+        return cls(study=study, study_dir=study_dir, manifest=manifest, timeout_override=timeout_override)
+
+    @classmethod
+    def resume(
+        cls, study: Study, study_dir: Path, cells: list[CellRef], timeout_override: float | None = None
+    ) -> StudyRun:
+        """Take up an earlier run of the same study in its own directory (see execution/resume.py)."""
+        header = _header(study, timeout_override)
+        experiments = [_manifest_entry(study, cell) for cell in cells]
+        manifest = Manifest(study_dir, header, experiments, warnings=list(study.warnings), resume=True)
         return cls(study=study, study_dir=study_dir, manifest=manifest, timeout_override=timeout_override)
 
     def add_cell(self, cell: CellRef, reason: str) -> None:
@@ -153,13 +170,30 @@ class StudyRun:
         self._pause_before(cell)
         idle_reason = self._prepare_idle_power(config, baselines, results_root)
         cell_dir = self.cell_dir(cell)
-        self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir))
+        self._set_aside_earlier_attempt(cell_dir)
+        self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir), error=None)
         started_at = utc_iso(precise=True)
         report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase)
         ended_at = utc_iso(precise=True)  # the cell's own span: before any idle re-measurement it caused
         idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
         record = self._write_record(cell, config, cell_dir, report, idle, (started_at, ended_at))
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
+
+    def _set_aside_earlier_attempt(self, cell_dir: Path) -> None:
+        """A resumed cell's earlier, unfinished attempt moves to ``_study-artefacts/attempts/``.
+
+        Its log says why it did not finish, so it is kept; but nothing of it may mix with the
+        new attempt's files, and a cell directory holds one attempt.
+        """
+        if not cell_dir.exists():
+            return
+        attempts = self.study_dir / "_study-artefacts" / "attempts"
+        attempts.mkdir(parents=True, exist_ok=True)
+        for number in range(1, 10_000):
+            target = attempts / f"{cell_dir.name}.{number}"
+            if not target.exists():
+                cell_dir.rename(target)
+                return
 
     def _relative(self, cell_dir: Path) -> str:
         return cell_dir.relative_to(self.study_dir).as_posix()

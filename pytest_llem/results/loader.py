@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,12 +179,23 @@ def _entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _start_time(study_dir: Path) -> str:
+    """When the study started: its manifest's ``start_time``, else the manifest file's own time.
+
+    A manifest that cannot be read still sorts where its run belongs, so that "the newest
+    study" is never silently an older one because the newest manifest is corrupt.
+    """
+    manifest = study_dir / MANIFEST_NAME
     try:
-        data = json.loads((study_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
+        data = None
     value = data.get("start_time") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
+    if isinstance(value, str) and value:
+        return value
+    try:
+        return datetime.fromtimestamp(manifest.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    except OSError:
+        return ""
 
 
 def study_dirs(results_root: Path) -> list[Path]:
@@ -257,9 +269,13 @@ def read_study(path: str | os.PathLike[str], result_type: type[ResultT]) -> Resu
     """:func:`load_results` into ``result_type`` (a subclass of :class:`StudyResult`)."""
     study_dir = _resolve_study_dir(Path(path))
     manifest_path = study_dir / MANIFEST_NAME
-    manifest = _read_json(manifest_path, "manifest")
+    repair_hint = f"; `python -m pytest_llem repair {study_dir}` rebuilds it from the records on disk"
+    try:
+        manifest = _read_json(manifest_path, "manifest")
+    except ResultsUnreadable as exc:
+        raise ResultsUnreadable(f"{exc}{repair_hint}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments"), list):
-        raise ResultsUnreadable(f"{manifest_path} is not a pytest-llem manifest (no 'experiments' list)")
+        raise ResultsUnreadable(f"{manifest_path} is not a pytest-llem manifest (no 'experiments' list){repair_hint}")
 
     experiments: list[dict[str, Any]] = []
     result_files: list[Path] = []

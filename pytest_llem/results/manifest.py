@@ -10,10 +10,20 @@ import contextlib
 import fcntl
 import json
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_llem.results.repair import (
+    add_to_plan,
+    hold_in_use,
+    read_valid_manifest,
+    rebuild,
+    summarise,
+    try_hold_alone,
+    write_plan,
+)
 from pytest_llem.results.writer import utc_iso, write_json_atomic
 
 Status = Literal["pending", "running", "completed", "failed", "skipped"]
@@ -44,16 +54,30 @@ class Manifest:
         header: dict[str, Any],
         experiments: list[dict[str, Any]],
         warnings: list[str] | None = None,
+        *,
+        resume: bool = False,
     ) -> None:
+        """Create the study's manifest, or join the one on disk.
+
+        ``resume``: the study directory is an earlier run's, picked up again. When no other
+        process holds it, its manifest is first made to agree with the disk (cells cut off by
+        the earlier session's end are marked failed, see results/repair.py), and adaptive
+        cells that never completed are dropped: this run decides anew whether it needs them.
+        """
         self.path = study_dir / MANIFEST_NAME
+        self.study_dir = study_dir
         # The lock lives beside the artefacts: manifest.json itself is replaced on every write.
         self._lock_path = study_dir / "_study-artefacts" / "manifest.lock"
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         self._thread_lock = threading.Lock()
         self._data: dict[str, Any] = {}
+        self._previous_wall_time_s = 0.0
+        alone = try_hold_alone(study_dir) if resume else None
         with self._locked():
-            if self.path.exists():
-                self._data = json.loads(self.path.read_text(encoding="utf-8"))
+            if alone is not None:
+                self._resume()
+            elif self.path.exists():
+                self._data = self._read_or_rebuild()
             else:
                 self._data = {
                     **header,
@@ -62,8 +86,43 @@ class Manifest:
                     "experiments": [{**e, "status": "pending", "result_path": None} for e in experiments],
                     "summary": {"warnings": list(warnings or [])},
                 }
+                write_plan(study_dir, header, experiments)
                 self._refresh_summary()
                 self.flush()
+        if alone is not None:
+            alone.close()
+        # Held until finish() (or until this object goes): tells `repair` and other sessions'
+        # --llem-resume that the study is live. The kernel drops it if the process dies.
+        self._release_in_use = weakref.finalize(self, hold_in_use(study_dir).close)
+
+    def _resume(self) -> None:
+        """Take up an earlier run's manifest (called alone, under the lock)."""
+        repaired = rebuild(self.study_dir, read_valid_manifest(self.study_dir), interrupted=True)
+        data = repaired.manifest
+        dropped = [e for e in data["experiments"] if e.get("adaptive_reason") and e["status"] != "completed"]
+        data["experiments"] = [e for e in data["experiments"] if e not in dropped]
+        self._previous_wall_time_s = float((data.get("summary") or {}).get("total_wall_time_s") or 0.0)
+        data.setdefault("resumed", []).append(
+            {"at": utc_iso(), "previous_end_time": data.get("end_time"), "repaired": repaired.changes}
+        )
+        data["end_time"] = None
+        self._data = data
+        self._refresh_summary()
+        self.flush()
+
+    def _read_or_rebuild(self) -> dict[str, Any]:
+        """The manifest on disk; rebuilt from the plan, the records and our copy when it is unreadable.
+
+        A truncated or corrupt manifest (a full disk, a hand edit, a crash of a non-atomic tool)
+        must neither stop the study nor orphan the next cell's record.
+        """
+        data = read_valid_manifest(self.study_dir)
+        if data is not None:
+            return data
+        rebuilt = rebuild(self.study_dir, self._data or None, interrupted=False).manifest
+        warning = f"manifest.json was found unreadable at {utc_iso()} and rebuilt from the plan and the records on disk"
+        rebuilt["summary"].setdefault("warnings", []).append(warning)
+        return rebuilt
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -78,8 +137,8 @@ class Manifest:
     def _changing(self) -> Iterator[dict[str, Any]]:
         """Lock, take in other processes' changes, let the caller change, write back."""
         with self._locked():
-            if self.path.exists():
-                self._data = json.loads(self.path.read_text(encoding="utf-8"))
+            if self.path.exists() or self._data:
+                self._data = self._read_or_rebuild()
             yield self._data
             self._refresh_summary()
             self.flush()
@@ -100,11 +159,18 @@ class Manifest:
             matches[0].update(fields)
 
     def add(self, entry: dict[str, Any]) -> None:
-        """A cell decided on during the run (an adaptive cycle), pending until it starts."""
+        """A cell decided on during the run (an adaptive cycle), pending until it starts.
+
+        It joins the plan too, so a rebuilt manifest still lists it. An entry of the same id
+        that never completed (a cut-off earlier attempt) is replaced; a completed one is kept.
+        """
         with self._changing() as data:
-            if any(e["experiment_id"] == entry["experiment_id"] for e in data["experiments"]):
-                raise ValueError(f"{entry['experiment_id']} is already in the manifest")
+            same = [e for e in data["experiments"] if e["experiment_id"] == entry["experiment_id"]]
+            if any(e["status"] == "completed" for e in same):
+                raise ValueError(f"{entry['experiment_id']} is already in the manifest, completed")
+            data["experiments"] = [e for e in data["experiments"] if e not in same]
             data["experiments"].append({**entry, "status": "pending", "result_path": None})
+            add_to_plan(self.study_dir, entry)
 
     def warn(self, message: str) -> None:
         with self._changing() as data:
@@ -113,27 +179,14 @@ class Manifest:
                 warnings.append(message)
 
     def finish(self, wall_time_s: float) -> None:
+        """The run is over: its wall time (added to earlier runs' when resumed), and the study is free."""
         with self._changing() as data:
             data["end_time"] = utc_iso()
-            data["summary"]["total_wall_time_s"] = wall_time_s
+            data["summary"]["total_wall_time_s"] = self._previous_wall_time_s + wall_time_s
+        self._release_in_use()
 
     def _refresh_summary(self) -> None:
-        entries = self._data["experiments"]
-        previous = self._data.get("summary") or {}
-        energies = [e.get("total_energy_j") for e in entries if e["status"] == "completed"]
-        hashes = {e.get("measurement_config_hash") for e in entries if e.get("measurement_config_hash")}
-        self._data["summary"] = {
-            "total_experiments": len(entries),
-            "completed": sum(e["status"] == "completed" for e in entries),
-            "failed": sum(e["status"] == "failed" for e in entries),
-            "skipped": sum(e["status"] == "skipped" for e in entries),
-            "pending": sum(e["status"] == "pending" for e in entries),
-            "running": sum(e["status"] == "running" for e in entries),
-            "total_wall_time_s": previous.get("total_wall_time_s"),
-            "total_energy_j": sum(v for v in energies if v is not None) if any(v is not None for v in energies) else None,
-            "unique_configurations": len(hashes),
-            "warnings": list(previous.get("warnings", [])),
-        }
+        self._data["summary"] = summarise(self._data["experiments"], self._data.get("summary") or {})
 
     def flush(self) -> None:
         write_json_atomic(self.path, self._data)

@@ -111,24 +111,50 @@ def cell_dir_name(position: int, cycle_name: str, model: str, engine: str, confi
     return f"{position:0{width}d}_{cycle_name}_{model_part}-{sanitise(engine)}_{config_hash}"
 
 
-def make_study_dir(results_root: Path, study_name: str, stamp: str, shared: bool = False) -> Path:
-    """Create the study's directory; a second run in the same second gets a suffix.
+#: Inside a study directory: which session made it (several processes of one session share it).
+SESSION_CLAIM = "_study-artefacts/session"
 
-    ``shared``: several processes of one session (pytest-xdist workers, given one stamp by
-    the controller) open the same directory instead.
+
+def make_study_dir(results_root: Path, study_name: str, stamp: str, session_id: str) -> Path:
+    """Create the study's directory for ``session_id``, or open the one that session already made.
+
+    Several processes of one session (pytest-xdist workers, given one stamp and one session id
+    by the controller) share a directory; another session never does, even one started in the
+    same second: it gets a suffix. The directory appears already holding its claim (made under
+    a temporary name, then renamed into place, which is atomic and fails if the name is taken),
+    so a process that finds the name taken can always tell whose it is.
     """
     results_root.mkdir(parents=True, exist_ok=True)
     base = study_dir_name(study_name, stamp)
-    if shared:
-        path = contained(results_root, base)
-        path.mkdir(exist_ok=True)
-        return path
     for attempt in range(1, 1000):
         name = base if attempt == 1 else f"{base}-{attempt}"
         path = contained(results_root, name)
-        try:
-            path.mkdir()
+        if not path.exists() and _claim(path, session_id):
             return path
-        except FileExistsError:
-            continue
+        if _owner(path) == session_id:
+            return path
     raise FileExistsError(f"cannot create a fresh study directory under {results_root}")
+
+
+def _claim(path: Path, session_id: str) -> bool:
+    """Make ``path`` holding this session's claim; False when another process took the name first."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    claim = staging / SESSION_CLAIM
+    claim.parent.mkdir(parents=True)
+    claim.write_text(session_id + "\n", encoding="utf-8")
+    try:
+        os.rename(staging, path)
+        return True
+    except OSError:  # the name exists now (ENOTEMPTY / EEXIST): someone else's, or our session's
+        claim.unlink()
+        claim.parent.rmdir()
+        staging.rmdir()
+        return False
+
+
+def _owner(path: Path) -> str | None:
+    """The session that made the study directory ``path`` (None for one made before claims existed)."""
+    try:
+        return (path / SESSION_CLAIM).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None

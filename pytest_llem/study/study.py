@@ -7,6 +7,7 @@ configuration has a valid config (or a reason to be skipped), or nothing runs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pytest_llem.config.engines import ENGINE_NAMES
 from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import StudyError
 from pytest_llem.naming import sanitise, suggest
+from pytest_llem.results.redaction import scrub_text, secret_pattern
 from pytest_llem.study import ids
 from pytest_llem.study.hashing import design_hash_of, measurement_json, text_digest16
 from pytest_llem.study.loader import (
@@ -166,16 +168,22 @@ def _flat_lookup(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_id(
-    cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any] | None, model: str
-) -> str:
+    cell: RawCell, engines: list[str], template: str | None, lookup: dict[str, Any] | None, model: str,
+    secrets: re.Pattern[str] | None = None,
+) -> str:  # fmt: skip
+    """The configuration's id; a secret's value in it is redacted before the text is made safe."""
+
+    def clean(value: Any) -> Any:
+        return scrub_text(value, secrets) if secrets is not None and isinstance(value, str) else value
+
     if cell.explicit_id:
-        return sanitise(cell.explicit_id)
+        return sanitise(clean(cell.explicit_id))
     if template and lookup is not None:
-        return ids.render_template(template, lookup)
+        return ids.render_template(template, {k: clean(v) for k, v in lookup.items()} if secrets else lookup)
     pieces = [cell.engine] if len(engines) > 1 else []
-    pieces += [ids.id_piece(o.path, o.value) for o in cell.overrides if o.in_id]
+    pieces += [ids.id_piece(o.path, clean(o.value)) for o in cell.overrides if o.in_id]
     if not pieces or (len(pieces) == 1 and len(engines) > 1 and not cell.overrides):
-        pieces = [sanitise(model.rstrip("/").rsplit("/", 1)[-1]), cell.engine]
+        pieces = [sanitise(clean(model).rstrip("/").rsplit("/", 1)[-1]), cell.engine]
     return ids.join_pieces(pieces)
 
 
@@ -234,6 +242,8 @@ class _Cells:
     engines: list[str]
     raw: list[RawCell]
     swept: bool
+    #: Values of secret environment variables: never part of an id, which is printed and a path.
+    secrets: re.Pattern[str] | None = None
 
 
 def _expand(data: dict[str, Any], problems: _Problems) -> _Cells:
@@ -304,7 +314,7 @@ def _configuration(index: int, cell: RawCell, cells: _Cells, template: str | Non
             problems.located.append((("id",), f"id: template field {{{field_name}}} is not an experiment field{suggest(field_name, sorted(lookup))}"))
         if missing:
             template = None
-    config_id = _config_id(cell, cells.engines, template, lookup, str(merged.get("model", "model")))
+    config_id = _config_id(cell, cells.engines, template, lookup, str(merged.get("model", "model")), cells.secrets)
     text = measurement_json(config) if config is not None else None
     first_origin = cell.overrides[0].origin if cell.overrides else (cell.origin or (("sweep",) if cells.swept else ()))
     configuration = Configuration(
@@ -353,6 +363,7 @@ def load_study(path: str | Path) -> Study:
     problems = _Problems(path, lines)
     execution, name, template = _header(data, problems)
     cells = _expand(data, problems)
+    cells.secrets = secret_pattern()
     configurations: list[Configuration] = []
     measured: list[str] = []  # the runnable configurations' hashed texts, in declaration order
     for index, cell in enumerate(cells.raw):

@@ -17,13 +17,15 @@ from typing import Any, Literal
 from pytest_llem.config.metrics import LIMIT_METRICS, check_metric
 from pytest_llem.errors import LimitSyntaxError
 from pytest_llem.verdicts.decision import Evidence, weigh
+from pytest_llem.verdicts.limits import finite_number, number_problem, value_of
 
 DEFAULT_METRIC = "mj_per_tok_adjusted"
 STATS = ("mean", "median", "min", "max")
 HIGHER_IS_BETTER = frozenset({"avg_tokens_per_second", "flops_per_second"})
 
+# Any text for N, read by number_problem, so a bad number is named as one with its text.
 _RULE = re.compile(
-    r"^(?:(?P<metric>[a-z_][a-z0-9_.]*)\.)?(?P<stat>mean|median|min|max):[+\-\u00b1]?(?P<value>[0-9.]+(?:e[-+]?[0-9]+)?)(?P<pct>%)?$",
+    r"^(?:(?P<metric>[a-z_][a-z0-9_.]*)\.)?(?P<stat>mean|median|min|max):[+\-\u00b1]?(?P<value>.*?)(?P<pct>%)?$",
     re.IGNORECASE,
 )
 
@@ -43,15 +45,22 @@ class CompareRule:
 def parse_rule(text: str) -> CompareRule:
     """``mj_per_tok_adjusted.median:5%`` -> a rule (a sign before N is accepted and ignored:
     the metric decides the direction)."""
+    expected = (
+        f"expected [METRIC.]STAT:N or [METRIC.]STAT:N% with STAT one of {', '.join(STATS)} and N a finite number,"
+        " e.g. mj_per_tok_adjusted.median:5%"
+    )
     match = _RULE.match(text.strip())
     if match is None:
-        raise LimitSyntaxError(
-            f"--llem-compare-fail {text!r}: expected [METRIC.]STAT:N or [METRIC.]STAT:N% with STAT one of"
-            f" {', '.join(STATS)}, e.g. mj_per_tok_adjusted.median:5%"
-        )
+        raise LimitSyntaxError(f"--llem-compare-fail {text!r}: {expected}")
+    value = match["value"].strip()
+    problem = number_problem(value)
+    if problem is None and value[:1] in "+-":  # one sign is allowed, and it was taken before N
+        problem = f"{value!r} has a second sign"
+    if problem:
+        raise LimitSyntaxError(f"--llem-compare-fail {text!r}: {problem}; {expected}")
     metric = match["metric"] or DEFAULT_METRIC
     check_metric(metric)
-    return CompareRule(metric, match["stat"].lower(), float(match["value"]), bool(match["pct"]))
+    return CompareRule(metric, match["stat"].lower(), float(value), bool(match["pct"]))
 
 
 def _stat(values: list[float], stat: str) -> float:
@@ -112,9 +121,12 @@ class Verdict:
         return f"{self.config_id}: {metric} {self.baseline:.6g} -> {self.current:.6g} ({change}; {bound}; {p}) {tail}"
 
 
+_NON_FINITE = "non-finite values (NaN or infinite)"
+
+
 def _unusable(values: list[float], relative: bool) -> str | None:
     if any(not math.isfinite(v) for v in values):
-        return "non-finite values"
+        return _NON_FINITE
     if relative and any(v <= 0 for v in values):
         return "values of 0 or below, which have no relative change"
     return None
@@ -143,6 +155,8 @@ def judge(
         if not values:
             return Verdict(config_id, rule, "unjudgeable", reason=f"the {side} baseline holds no value of {rule.metric}")
         problem = _unusable(values, rule.relative)
+        if problem == _NON_FINITE and side == "current":  # a broken figure against a usable baseline: never a pass
+            return Verdict(config_id, rule, "missing", reason=f"current {problem}, while the stored baseline has figures")
         if problem:
             return Verdict(config_id, rule, "unjudgeable", reason=f"{side} {problem}")
     if len(stored) < 2 or len(current) < 2:
@@ -167,13 +181,12 @@ def judge(
 
 def values_by_config(records: list[dict[str, Any]], metric: str) -> dict[str, list[float]]:
     """Per-cycle values of a metric per configuration id, in cycle order."""
-    from pytest_llem.verdicts.limits import value_of
-
     out: dict[str, list[tuple[int, float]]] = {}
     for record in records:
         value = value_of(record, metric)
-        if value is not None:
-            out.setdefault(record["config_id"], []).append((int(record.get("cycle", 0)), float(value)))
+        if value is not None:  # a figure that is not a finite number is kept as NaN, for judge to refuse
+            number = finite_number(value)
+            out.setdefault(record["config_id"], []).append((int(record.get("cycle", 0)), math.nan if number is None else number))
     return {k: [v for _, v in sorted(pairs)] for k, pairs in out.items()}
 
 

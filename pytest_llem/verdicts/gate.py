@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pytest_llem.errors import BaselineUnreadable
+from pytest_llem.naming import sanitise
 from pytest_llem.verdicts import stored
 from pytest_llem.verdicts.compare import CompareRule, Verdict, judge, values_by_config
 from pytest_llem.verdicts.decision import holm, holm_adjusted
@@ -18,6 +20,15 @@ if TYPE_CHECKING:
     from pytest_llem.verdicts.finalize import FinalizedStudy
 
 CACHE_PREFIX = "llem/last/"
+
+
+def cache_key(study_name: str) -> str:
+    """The cache key of a study's last figures, its name made safe by the one sanitiser.
+
+    pytest joins a key onto its cache directory as a path: an unsanitised ``../../x`` would
+    write outside the project (pytest 8) or raise after the cells ran (newer pytest).
+    """
+    return CACHE_PREFIX + sanitise(study_name)
 
 
 @dataclass(frozen=True)
@@ -52,15 +63,20 @@ def remember_last(cache: Cache | None, studies: list[FinalizedStudy]) -> None:
     for study in studies:
         records = _passing(study.result.experiments, study.result.manifest)
         if records:
-            cache.set(CACHE_PREFIX + study.result.study_name, stored.snapshot(study.result.study_name, records))
+            cache.set(cache_key(study.result.study_name), stored.snapshot(study.result.study_name, records))
 
 
 def _last(cache: Cache | None, name: str, finger: str, any_hardware: bool) -> tuple[dict[str, Any] | None, str | None]:
     if cache is None:
         return None, "--llem-compare=last needs pytest's cache, which is disabled (-p no:cacheprovider)"
-    saved = cache.get(CACHE_PREFIX + name, None)
+    key = cache_key(name)
+    saved = cache.get(key, None)  # pytest answers None for an entry that is not JSON, too: then NEW
     if saved is None:
         return None, None
+    saved = stored.checked(
+        saved, f"pytest cache entry {key}", "the last run's figures are unusable",
+        "this run's figures replace them for the next run, or --cache-clear drops them now",
+    )  # fmt: skip
     if saved.get("fingerprint") != finger and not any_hardware:
         return None, f"the last run was on other hardware ({saved.get('fingerprint')}), not {finger}; refused"
     return saved, "compared with the last run (pytest cache)"
@@ -164,10 +180,13 @@ def _compare(
     options: GateOptions, cache: Cache | None, name: str, records: list[dict[str, Any]], rules: list[CompareRule]
 ) -> _StudyComparison:
     """One study against its baseline, rule by rule and configuration by configuration."""
-    if options.compare == "last":
-        saved, note = _last(cache, name, stored.fingerprint(records), options.any_hardware)
-    else:
-        saved, note = stored.load(options.baseline_root, stored.fingerprint(records), name, options.any_hardware)
+    try:
+        if options.compare == "last":
+            saved, note = _last(cache, name, stored.fingerprint(records), options.any_hardware)
+        else:
+            saved, note = stored.load(options.baseline_root, stored.fingerprint(records), name, options.any_hardware)
+    except BaselineUnreadable as exc:  # refused, and so failed: a corrupt baseline must not pass every configuration
+        return _StudyComparison(name, [str(exc), "REFUSED (unusable baseline)"], [], refused=True)
     comparison = _StudyComparison(name, [note] if note else [], [])
     if saved is None and note and not options.any_hardware:
         comparison.notes.append("REFUSED (no comparable baseline)")

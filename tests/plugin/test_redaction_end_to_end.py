@@ -81,3 +81,18 @@ def test_a_secret_in_a_failing_cell_reaches_no_report_log_or_file(
     manifest = json.loads((study_dir / "manifest.json").read_text(encoding="utf-8"))
     assert [e["status"] for e in manifest["experiments"]] == ["failed"]
     assert manifest["summary"]["failed"] == 1
+
+
+def test_a_secret_in_a_swept_value_is_not_in_any_id(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A swept value that holds a secret's value names the cell: node id, directory and manifest
+    # would all carry it, and the manifest (written redacted) would no longer find its cells.
+    monkeypatch.setenv("HF_TOKEN", "hf_s3cretvalue42")
+    from pytest_llem.study.study import load_study
+
+    path = pytester.path / "s.llem.yaml"
+    path.write_text(
+        "model: llem-tiny\nsweep:\n  dataset.source: [data/hf_s3cretvalue42/p.txt, other.txt]\n", encoding="utf-8"
+    )
+    ids = [c.config_id for c in load_study(path).configurations]
+    assert not any("hf_s3cretvalue42" in i for i in ids), ids
+    assert len(set(ids)) == 2

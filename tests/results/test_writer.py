@@ -140,9 +140,9 @@ def test_contained_accepts_plain_name_and_symlinked_root(tmp_path: Path) -> None
 def test_make_study_dir_twice_same_stamp_gives_distinct_dirs(tmp_path: Path) -> None:
     root = tmp_path / "results"  # not created yet: make_study_dir creates it
     stamp = "2026-05-07T14-32-08"
-    first = make_study_dir(root, "my study", stamp)
-    second = make_study_dir(root, "my study", stamp)
-    third = make_study_dir(root, "my study", stamp)
+    first = make_study_dir(root, "my study", stamp, "session-a")
+    second = make_study_dir(root, "my study", stamp, "session-b")
+    third = make_study_dir(root, "my study", stamp, "session-c")
     assert len({first, second, third}) == 3
     for path in (first, second, third):
         assert path.is_dir()
@@ -150,13 +150,32 @@ def test_make_study_dir_twice_same_stamp_gives_distinct_dirs(tmp_path: Path) -> 
     assert first.name == f"my_study_{stamp}"
     assert second.name == f"my_study_{stamp}-2"
     assert third.name == f"my_study_{stamp}-3"
+    # Processes of one session (xdist workers) open the directory their session made.
+    assert make_study_dir(root, "my study", stamp, "session-b") == second
+    assert not [p for p in root.iterdir() if p.name.startswith(".")], "no staging directory is left behind"
+
+
+def test_sessions_racing_for_one_stamp_never_share_a_directory(tmp_path: Path) -> None:
+    # Two sessions of two workers each, all four processes claiming in the same instant.
+    import multiprocessing
+
+    root = tmp_path / "results"
+    stamp = "2026-05-07T14-32-08"
+    sessions = ["s1", "s1", "s2", "s2", "s3", "s3"]
+    with multiprocessing.get_context("spawn").Pool(len(sessions)) as pool:
+        paths = pool.starmap(make_study_dir, [(root, "race", stamp, s) for s in sessions])
+    by_session: dict[str, set[Path]] = {}
+    for session, path in zip(sessions, paths):
+        by_session.setdefault(session, set()).add(path)
+    assert all(len(p) == 1 for p in by_session.values()), by_session
+    assert len({next(iter(p)) for p in by_session.values()}) == 3
 
 
 @pytest.mark.parametrize("study_name", ["../../escape", "/etc", "..", "a/b/c", "x" * 500, "", "C:\\evil"])
 def test_make_study_dir_hostile_study_names_stay_inside(tmp_path: Path, study_name: str) -> None:
     root = tmp_path / "results"
     stamp = "2026-05-07T14-32-08"
-    path = make_study_dir(root, study_name, stamp)
+    path = make_study_dir(root, study_name, stamp, "session")
     assert path.parent == root.resolve()
     assert path.name.endswith(stamp)
     assert [p.name for p in tmp_path.iterdir()] == ["results"]

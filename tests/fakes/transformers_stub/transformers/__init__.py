@@ -9,7 +9,8 @@ broken cells:
 * ``stub-exit``: the process calls ``os._exit(7)`` while loading the model;
 * ``stub-hang``: loading never finishes;
 * ``stub-hang-worker``: loading starts a worker process (as engines do) and never finishes; both
-  pids are written to ``stub-pids`` in the working directory (the cell's directory);
+  pids are written to ``stub-pids`` in the working directory (the cell's directory); with
+  ``LLEM_STUB_NO_HANG=1`` it loads like ``stub-ok`` (a resumed study whose hang has gone);
 * ``stub-raise``: loading raises ``RuntimeError``;
 * ``stub-oom``: loading raises ``torch.OutOfMemoryError`` as CUDA would.
 
@@ -99,7 +100,7 @@ class AutoModelForCausalLM:
             os._exit(7)
         if name == "stub-hang":
             time.sleep(3600)
-        if name == "stub-hang-worker":
+        if name == "stub-hang-worker" and not os.environ.get("LLEM_STUB_NO_HANG"):
             worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
             with open("stub-pids.tmp", "w", encoding="utf-8") as handle:
                 handle.write(f"{os.getpid()} {worker.pid}\n")
