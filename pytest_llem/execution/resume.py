@@ -90,6 +90,11 @@ def differences(study: Study, view: dict[str, Any], limit: int = 8) -> list[str]
     return found
 
 
+def _order_changed(study: Study, view: dict[str, Any]) -> bool:
+    protocol = view.get("measurement_protocol") or {}
+    return any(key in protocol and protocol[key] != getattr(study.execution, key) for key in ORDER_KEYS)
+
+
 def _completed(view: dict[str, Any]) -> set[str]:
     return {e["experiment_id"] for e in view["experiments"] if e.get("status") == "completed"}
 
@@ -97,6 +102,8 @@ def _completed(view: dict[str, Any]) -> set[str]:
 def _check(study: Study, study_dir: Path, view: dict[str, Any]) -> None:
     if view.get("study_name") not in (None, study.name):
         raise ResumeRefused(f"{study_dir} holds study {view.get('study_name')!r}, not {study.name!r} ({study.path.name})")
+    if view.get("study_design_hash") == study.design_hash and not _order_changed(study, view):
+        return  # the same study (cells left out by -k then, or now, are no difference)
     changed = differences(study, view)
     if changed:
         raise ResumeRefused(

@@ -75,7 +75,7 @@ class Manifest:
         alone = try_hold_alone(study_dir) if resume else None
         with self._locked():
             if alone is not None:
-                self._resume()
+                self._resume(experiments)
             elif self.path.exists():
                 self._data = self._read_or_rebuild()
             else:
@@ -95,12 +95,21 @@ class Manifest:
         # --llem-resume that the study is live. The kernel drops it if the process dies.
         self._release_in_use = weakref.finalize(self, hold_in_use(study_dir).close)
 
-    def _resume(self) -> None:
-        """Take up an earlier run's manifest (called alone, under the lock)."""
+    def _resume(self, experiments: list[dict[str, Any]]) -> None:
+        """Take up an earlier run's manifest (called alone, under the lock).
+
+        ``experiments``: the cells this session will run; those the earlier run never listed
+        (left out by ``-k`` then) join the manifest and the plan.
+        """
         repaired = rebuild(self.study_dir, read_valid_manifest(self.study_dir), interrupted=True)
         data = repaired.manifest
         dropped = [e for e in data["experiments"] if e.get("adaptive_reason") and e["status"] != "completed"]
         data["experiments"] = [e for e in data["experiments"] if e not in dropped]
+        listed = {e["experiment_id"] for e in data["experiments"]}
+        for entry in experiments:
+            if entry["experiment_id"] not in listed:
+                data["experiments"].append({**entry, "status": "pending", "result_path": None})
+                add_to_plan(self.study_dir, entry)
         self._previous_wall_time_s = float((data.get("summary") or {}).get("total_wall_time_s") or 0.0)
         data.setdefault("resumed", []).append(
             {"at": utc_iso(), "previous_end_time": data.get("end_time"), "repaired": repaired.changes}

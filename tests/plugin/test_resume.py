@@ -120,3 +120,12 @@ def test_repair_rebuilds_a_truncated_manifest_from_the_records(pytester: pytest.
     }
     assert list(study_dir.glob("manifest.json.corrupt-*")), "the corrupt manifest is kept for inspection"
     assert len(load_results(study_dir).records()) == 2
+
+
+def test_a_study_run_in_part_with_k_resumes_the_rest(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    write_study(pytester.path, "k.llem.yaml", STUB_STUDY + "sweep:\n  transformers.batch_size: [1, 2]\nexecution: {n_cycles: 1}\n")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "k.llem.yaml", "-k", "bs1").assert_outcomes(passed=1, deselected=1)
+    rest = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llem-resume", "k.llem.yaml")
+    rest.assert_outcomes(passed=1, deselected=1)
+    (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert _statuses(study_dir) == {"bs1::c0": "completed", "bs2::c0": "completed"}
