@@ -68,7 +68,7 @@ def _run(task_json: str, channel: Channel) -> BaseModel:
     )
 
 
-def _hold_lifeline(lifeline: IO[str]) -> None:
+def _hold_lifeline() -> None:
     """Die with the parent, whatever kills it.
 
     The parent keeps the write end of our stdin open for as long as it lives and never writes
@@ -78,10 +78,20 @@ def _hold_lifeline(lifeline: IO[str]) -> None:
     process group (this child leads it; engine workers belong to it) is killed at once.
     ``PR_SET_PDEATHSIG`` would not do: it fires when the parent *thread* that spawned us
     exits, and it does not reach the engine's worker processes.
+
+    The watch reads a private copy of the pipe with ``os.read``, never ``sys.stdin``, and
+    stdin itself becomes ``/dev/null``: a thread blocked in ``sys.stdin.read()`` holds the
+    stream's lock, and a process forked meanwhile (vLLM starts its engine core that way;
+    multiprocessing's bootstrap closes ``sys.stdin``) would wait for that lock forever.
     """
+    pipe = os.dup(0)  # not inherited by the engine's processes (os.dup makes it non-inheritable)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
     def watch() -> None:
-        lifeline.read()  # blocks until the parent's end closes
+        while os.read(pipe, 4096):
+            pass  # the parent writes nothing more; end-of-file is all that can come
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="llem-lifeline", daemon=True).start()
@@ -96,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     channel.send(AliveEvent(pid=os.getpid()))
     try:
-        task_json = sys.stdin.readline()
-        _hold_lifeline(sys.stdin)
+        task_json = sys.stdin.buffer.readline().decode("utf-8")
+        _hold_lifeline()
         measurement = _run(task_json, channel)
         channel.send(ResultEvent(measurement=measurement.model_dump(mode="json")))
         return 0

@@ -73,3 +73,13 @@ def test_no_process_of_the_cell_outlives_pytest(
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def test_an_engine_that_forks_still_runs(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    # vLLM forks its engine core; multiprocessing's bootstrap closes sys.stdin in the forked
+    # process. A lifeline thread blocked in sys.stdin.read() held that stream's lock across the
+    # fork, and the forked process waited for it forever (found on the H200: a vLLM cell hung
+    # in load). The cell must complete.
+    write_study(pytester.path, "fork.llem.yaml", STUB_STUDY.replace("model: stub-ok", "model: stub-fork") + "execution: {n_cycles: 1}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=scaled(600))
+    result.assert_outcomes(passed=1)

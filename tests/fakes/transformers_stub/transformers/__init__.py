@@ -11,6 +11,8 @@ broken cells:
 * ``stub-hang-worker``: loading starts a worker process (as engines do) and never finishes; both
   pids are written to ``stub-pids`` in the working directory (the cell's directory); with
   ``LLEM_STUB_NO_HANG=1`` it loads like ``stub-ok`` (a resumed study whose hang has gone);
+* ``stub-fork``: loading forks a process with multiprocessing (as vLLM starts its engine core)
+  and waits for it, failing if the forked process cannot run (a lock held across the fork);
 * ``stub-raise``: loading raises ``RuntimeError``;
 * ``stub-oom``: loading raises ``torch.OutOfMemoryError`` as CUDA would.
 
@@ -91,6 +93,10 @@ class _Model(torch.nn.Module):
         return torch.cat([input_ids, new], dim=1)
 
 
+def _forked() -> None:
+    """What multiprocessing's bootstrap does in a forked process touches ``sys.stdin``: enough."""
+
+
 class AutoModelForCausalLM:
     @staticmethod
     def from_pretrained(name: str, **kwargs: Any) -> _Model:
@@ -106,6 +112,15 @@ class AutoModelForCausalLM:
                 handle.write(f"{os.getpid()} {worker.pid}\n")
             os.replace("stub-pids.tmp", "stub-pids")
             time.sleep(3600)
+        if name == "stub-fork":
+            import multiprocessing
+
+            forked = multiprocessing.get_context("fork").Process(target=_forked)
+            forked.start()
+            forked.join(timeout=120)
+            if forked.exitcode != 0:
+                forked.kill()
+                raise RuntimeError(f"the forked process did not finish (exit code {forked.exitcode})")
         if name == "stub-raise":
             raise RuntimeError("stub model refuses to load")
         if name == "stub-oom":
