@@ -101,6 +101,15 @@ class CellTimeout(CellError):
     """The cell ran past its time limit and its process group was killed."""
 
 
+class ResultsWriteError(CellError):
+    """A cell's results could not be written (a full or read-only disk, an unwritable directory).
+
+    The message names the path, the operating system's error, what of the cell was kept (its
+    figures, when it was measured and its record could not be written) and how to continue.
+    The session stops after it: every later cell would be measured for nothing.
+    """
+
+
 class ResultsError(LlemError):
     """Results on disk cannot be loaded; the message names the path."""
 

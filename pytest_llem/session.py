@@ -12,6 +12,8 @@ runner and the statistics are imported inside the methods that need them, once a
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import uuid
 from collections.abc import Mapping
@@ -91,6 +93,9 @@ class LlemSession:
         self.resume_dirs: dict[Path, Path] = {}
         self.resume_lines: list[str] = []
         self._gpu_pool: list[str] | None = None
+        self._start_refused = False  # collection ended in a usage error: start no study
+        # Results that could not be written (a full or read-only disk), for the terminal summary.
+        self.write_problems: list[str] = []
 
     # -- options ---------------------------------------------------------------------------
 
@@ -150,7 +155,15 @@ class LlemSession:
         for slot, cell in zip(slots, cells):
             items[slot] = cell
         if self.config.getoption("llem_resume") is not None:
-            self._deselect_completed(items, cells)
+            try:
+                self._deselect_completed(items, cells)
+            except (pytest.UsageError, OSError) as exc:
+                # pytest calls pytest_collection_finish even now: no study may start a new directory.
+                self._start_refused = True
+                if isinstance(exc, OSError):  # the earlier run's directory takes no writes (its lock)
+                    why = f"{_os_error(exc)}; {_disk_fix(exc)}, then run again"
+                    raise pytest.UsageError(f"--llem-resume: cannot take up the earlier run: {why}") from None
+                raise
 
     def _deselect_completed(self, items: list[pytest.Item], cells: list[CellItem]) -> None:
         """``--llem-resume``: find each study's earlier run and leave out the cells it completed."""
@@ -190,7 +203,7 @@ class LlemSession:
 
     def start_studies(self, items: list[pytest.Item]) -> None:
         """Create each collected study's directory and manifest (not under ``--collect-only``)."""
-        if self.config.option.collectonly:
+        if self.config.option.collectonly or self._start_refused:
             return
         by_study: dict[Path, list[CellItem]] = {}
         for item in items:
@@ -207,15 +220,26 @@ class LlemSession:
         self.stamp = self.stamp or utc_stamp()
         for path, cells in by_study.items():
             if path in self.resume_dirs:
-                self.runs[path] = StudyRun.resume(
-                    cells[0].study, self.resume_dirs[path], [_cell_ref(c) for c in cells], self.config.getoption("llem_timeout")
-                )
+                try:
+                    self.runs[path] = StudyRun.resume(
+                        cells[0].study, self.resume_dirs[path], [_cell_ref(c) for c in cells], self.config.getoption("llem_timeout")
+                    )
+                except OSError as exc:
+                    why = f"{_os_error(exc)}; {_disk_fix(exc)}, then run again"
+                    raise pytest.UsageError(f"cannot resume the study in {self.resume_dirs[path]}: {why}") from None
                 self.study_dirs.append(self.resume_dirs[path])
                 continue
-            run = StudyRun.create(
-                cells[0].study, [_cell_ref(c) for c in cells], self.results_root(cells[0]), self.stamp,
-                self.config.getoption("llem_timeout"), self.session_id,
-            )  # fmt: skip
+            root = self.results_root(cells[0])
+            try:
+                run = StudyRun.create(
+                    cells[0].study, [_cell_ref(c) for c in cells], root, self.stamp,
+                    self.config.getoption("llem_timeout"), self.session_id,
+                )  # fmt: skip
+            except OSError as exc:  # a read-only or full disk, a root that is a file: before any cell ran
+                raise pytest.UsageError(
+                    f"cannot create the study directory for {path.name} under {root}: {_os_error(exc)}; choose another"
+                    f" with --llem-results-dir, or {_disk_fix(exc)}"
+                ) from None
             self.runs[path] = run
             self.study_dirs.append(run.study_dir)
 
@@ -229,7 +253,7 @@ class LlemSession:
 
     def run_cell(self, item: pytest.Item, baselines: SessionIdlePower | None = None) -> None:
         """Run one cell in its own process, keep its figures on the item, and judge its limits."""
-        from pytest_llem.errors import CellEngineUnavailable
+        from pytest_llem.errors import CellEngineUnavailable, ResultsWriteError
         from pytest_llem.report.cell import cell_figures, junit_properties
 
         cell = as_cell(item)
@@ -244,15 +268,44 @@ class LlemSession:
             outcome = run.run_cell(ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress)
         except CellEngineUnavailable as exc:
             if self.missing_engine_policy() == "skip":
-                run.skip(ref, f"engine unavailable: {exc}")
+                self._note_write_problem(run.skip(ref, f"engine unavailable: {exc}"))
                 pytest.skip(f"engine unavailable: {exc}")
+            raise
+        except ResultsWriteError:
+            self._stop_after_write_failure(cell, run)
             raise
         finally:
             progress.close()
         record = outcome.record or {}
         figures = cell.llem_report = cell_figures(record, outcome.cell_dir)
         cell.user_properties.extend(junit_properties(record))
-        self._judge_limits(cell, run, outcome, figures)
+        try:
+            self._judge_limits(cell, run, outcome, figures)
+        except ResultsWriteError:
+            self._stop_after_write_failure(cell, run)
+            raise
+
+    def _stop_after_write_failure(self, cell: CellItem, run: StudyRun) -> None:
+        """Results cannot be written: every later cell would be measured for nothing, so stop.
+
+        ``shouldfail`` rather than ``shouldstop``: pytest then ends as a failed run (exit code 1),
+        with its summary and ours, instead of as an interrupted one.
+        """
+        cell.session.shouldfail = (
+            f"llem: stopped after {cell.nodeid}: its results could not be written under {run.study_dir};"
+            " the cells after it did not run (see its failure for how to continue)"
+        )
+        experiment_id = _cell_ref(cell).experiment_id(run.study)
+        on_disk = [e.get("status") for e in run.manifest.entries() if e.get("experiment_id") == experiment_id]
+        if on_disk and on_disk[0] != "failed":  # the manifest could not record the failure: the table shows the disk
+            self.write_problems.append(
+                f"{experiment_id}: failed in this session, but the manifest on disk still says {on_disk[0]};"
+                f" `python -m pytest_llem repair {run.study_dir}` or --llem-resume settles it from the records on disk"
+            )
+
+    def _note_write_problem(self, problem: str | None) -> None:
+        if problem is not None:
+            self.write_problems.append(problem)
 
     def _judge_limits(self, cell: CellItem, run: StudyRun, outcome: CellOutcome, figures: dict[str, Any]) -> None:
         """Judge the record against the study's ``expect:`` and the command line's limits.
@@ -270,9 +323,7 @@ class LlemSession:
         figures["limit_breaches"] = found
         if not limits:
             return
-        run.manifest.update(
-            outcome.cell.experiment_id(run.study), "completed", verdict="failed" if found else "passed", limit_breaches=found
-        )
+        run.record_verdict(outcome.cell, found)
         if found:
             result_path = outcome.cell_dir / "result.json" if outcome.cell_dir else None
             raise LimitBreached(
@@ -299,7 +350,7 @@ class LlemSession:
         elif call.when == "setup" and report.skipped:
             run = self.runs.get(cell.study.path)
             if run is not None:
-                run.skip(_cell_ref(cell), cell.configuration.skip_reason or "skipped")
+                self._note_write_problem(run.skip(_cell_ref(cell), cell.configuration.skip_reason or "skipped"))
         # The terminal, JUnit XML and pytest-json-report all render the report: one place to redact.
         from pytest_llem.results.redaction import scrub_report
 
@@ -391,7 +442,7 @@ class LlemSession:
             return
         self._studies_finished = True
         for run in self.runs.values():
-            run.finish()
+            self._note_write_problem(run.finish())  # a disk that takes no writes: said in the summary
         workeroutput: dict[str, Any] | None = getattr(self.config, "workeroutput", None)
         if self.is_worker and workeroutput is not None:
             workeroutput["llem_study_dirs"] = [str(p) for p in self.study_dirs]
@@ -401,10 +452,27 @@ class LlemSession:
     def finalized(self) -> list[FinalizedStudy]:
         """Every study of the session read back from disk with its statistics (once)."""
         if self._finalized is None:
-            from pytest_llem.verdicts.finalize import finalize_study
-
-            self._finalized = [finalize_study(d) for d in dict.fromkeys(self.study_dirs)]
+            self._finalized = [self._finalize(d) for d in dict.fromkeys(self.study_dirs)]
         return self._finalized
+
+    def _finalize(self, study_dir: Path) -> FinalizedStudy:
+        """A study's statistics; when summary.json/csv cannot be written, still shown, and said so."""
+        from pytest_llem.verdicts.finalize import FinalizedStudy, finalize_study
+
+        try:
+            return finalize_study(study_dir)
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            from pytest_llem.results.loader import load_results
+            from pytest_llem.verdicts.statistics import summarise_groups
+
+            self.write_problems.append(
+                f"{study_dir}: summary.json and summary.csv could not be written: {_os_error(exc)}"
+                " (the statistics above are computed from the records all the same)"
+            )
+            result = load_results(study_dir)
+            return FinalizedStudy(result, summarise_groups(result.experiments) if result.experiments else [])
 
     def gate_options(self) -> GateOptions:
         from pytest_llem.verdicts.gate import GateOptions
@@ -481,6 +549,10 @@ class LlemSession:
             terminalreporter.write_sep("-", title)
             for line in lines:
                 terminalreporter.write_line(line)
+        if self.write_problems:
+            terminalreporter.write_sep("-", "llem: results not written", red=True)
+            for line in dict.fromkeys(self.write_problems):
+                terminalreporter.write_line(line)
 
     # -- pytest-xdist: one GPU and one stamp per worker (the hooks are in xdist.py) ----------
 
@@ -530,6 +602,17 @@ class LlemSession:
         """The study directories a finished worker wrote, for the controller's summary and gate."""
         for path in workeroutput.get("llem_study_dirs", []):
             self.study_dirs.append(Path(path))
+
+
+def _os_error(exc: OSError) -> str:
+    """``[Errno 30] Read-only file system: '/path'``: the error and the file it hit (not a temporary one)."""
+    text = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
+    temporary = Path(os.fsdecode(exc.filename)).name.startswith(".") if exc.filename else True
+    return text if temporary else f"{text}: {exc.filename!r}"
+
+
+def _disk_fix(exc: OSError) -> str:
+    return "free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
 
 
 def _command_line_limits(config: pytest.Config) -> list[Limit]:

@@ -3,10 +3,17 @@
 Knows nothing of pytest: the plugin hands it cells in run order and gets back a plain record
 (or a :class:`~pytest_llem.errors.CellError`). A failure of one cell is recorded in the
 manifest and re-raised for that cell only; the study goes on.
+
+A results disk that fills up or turns read-only mid-study fails the cell it hits with a
+:class:`~pytest_llem.errors.ResultsWriteError` naming the path, the OS error, what of the
+cell was kept (its figures, when it was measured but its record could not be written) and
+how to continue; the session then stops (see session.py).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llem.config.experiment import ExperimentConfig
-from pytest_llem.errors import CellError
+from pytest_llem.errors import CellError, ResultsWriteError
 from pytest_llem.execution.idle_power import SessionIdlePower
 from pytest_llem.results.manifest import Manifest
 from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
@@ -57,6 +64,42 @@ class CellOutcome:
     record: dict[str, Any] | None = None
     error: str | None = None
     cell_dir: Path | None = None
+
+
+def os_error_text(exc: OSError) -> str:
+    """``[Errno 28] No space left on device``: the error without its file name (often a temporary one)."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
+
+
+def written_path(exc: OSError, default: Path) -> Path:
+    """The file a failed write was making: an atomic write fails on its temporary sibling."""
+    if not exc.filename:
+        return default
+    path = Path(os.fsdecode(exc.filename))
+    # write_text_atomic's sibling: ".<name>.<random>.tmp" (mkstemp's random part has no dots).
+    if path.name.startswith(".") and path.name.endswith(".tmp") and path.name.count(".") >= 3:
+        return path.with_name(path.name[1:].rsplit(".", 2)[0])
+    return path
+
+
+def headline(record: dict[str, Any]) -> str:
+    """A record's figures in one line: what must not be lost when the record cannot be written."""
+
+    def figure(key: str, unit: str) -> str:
+        value = record.get(key)
+        return f"{value:.6g} {unit}" if isinstance(value, (int, float)) else f"{unit} -"
+
+    energy = record.get("total_energy_j")
+    energy_text = figure("total_energy_j", "J") if energy is not None else "energy not measured"
+    return ", ".join(
+        [
+            f"energy {energy_text}" if energy is not None else energy_text,
+            f"{record.get('total_tokens')} tokens",
+            figure("mj_per_tok_total", "mJ/tok"),
+            figure("avg_tokens_per_second", "tok/s"),
+            figure("total_inference_time_sec", "s window"),
+        ]
+    )
 
 
 def _manifest_entry(study: Study, cell: CellRef) -> dict[str, Any]:
@@ -153,8 +196,13 @@ class StudyRun:
         )  # fmt: skip
         return contained(self.study_dir, name)
 
-    def skip(self, cell: CellRef, reason: str) -> None:
-        self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason, error=None)
+    def skip(self, cell: CellRef, reason: str) -> str | None:
+        """Record a skipped cell; what could not be written, if anything (the skip stands regardless)."""
+        try:
+            self.manifest.update(cell.experiment_id(self.study), "skipped", skip_reason=reason, error=None)
+        except OSError as exc:
+            return f"{cell.experiment_id(self.study)}: skipped, but {self.manifest.path} could not say so: {os_error_text(exc)}"
+        return None
 
     def run_cell(
         self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
@@ -168,16 +216,60 @@ class StudyRun:
         config = cell.configuration.config
         assert config is not None
         self._pause_before(cell)
-        idle_reason = self._prepare_idle_power(config, baselines, results_root)
         cell_dir = self.cell_dir(cell)
-        self._set_aside_earlier_attempt(cell_dir)
-        self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir), error=None)
+        try:
+            idle_reason = self._prepare_idle_power(config, baselines, results_root)
+            self._set_aside_earlier_attempt(cell_dir)
+            self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir), error=None)
+        except OSError as exc:
+            raise self._write_failed(
+                cell, exc, self.manifest.path, "as the cell was about to start",
+                "Nothing of this cell was measured, so nothing is lost.",
+            ) from exc  # fmt: skip
         started_at = utc_iso(precise=True)
         report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase)
-        ended_at = utc_iso(precise=True)  # the cell's own span: before any idle re-measurement it caused
-        idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
-        record = self._write_record(cell, config, cell_dir, report, idle, (started_at, ended_at))
+        span = (started_at, utc_iso(precise=True))  # the cell's own span: before any idle re-measurement it caused
+        try:
+            idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
+        except OSError as exc:  # re-measured idle power could not be stored: the cell's figures still count
+            unadjusted = CellIdlePower(baseline_unavailable_reason=f"idle power could not be stored: {os_error_text(exc)}")
+            record = self._build_record(cell, config, report, unadjusted, span)
+            raise self._record_not_written(cell, exc, self.study_dir, record) from exc
+        record = self._write_record(cell, config, cell_dir, report, idle, span)
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
+
+    def _write_failed(
+        self, cell: CellRef, exc: OSError, default: Path, when: str, kept: str, *, record_on_disk: bool = False
+    ) -> ResultsWriteError:
+        """The cell's error for a write that failed; the manifest says so where it still can.
+
+        ``kept``: what of the cell survives, in words. A cell whose record is on disk is left as
+        the manifest has it: repair and resume find it completed from its ``result.json``.
+        """
+        path = written_path(exc, default)
+        message = f"cannot write {path} {when}: {os_error_text(exc)}. {kept} {self.how_to_continue(exc)}"
+        if not record_on_disk:
+            try:
+                self.manifest.update(cell.experiment_id(self.study), "failed", error=f"ResultsWriteError: {message}")
+            except OSError:
+                pass  # the same disk: the manifest still says running, which repair turns into failed
+        return ResultsWriteError(message)
+
+    def how_to_continue(self, exc: OSError) -> str:
+        """What to do once the disk takes writes again: resume (and, for a look first, repair)."""
+        fix = "free space on its disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable again"
+        return (
+            f"To continue: {fix}, then `pytest --llem-resume={self.study_dir} {self.study.path}` runs the cells"
+            f" that did not complete into the same directory (`python -m pytest_llem repair {self.study_dir}`"
+            " makes its manifest agree with the records on disk)."
+        )
+
+    def _record_not_written(self, cell: CellRef, exc: OSError, default: Path, record: dict[str, Any]) -> ResultsWriteError:
+        return self._write_failed(
+            cell, exc, default, "after the cell was measured",
+            f"The cell's figures, which are not on disk: {headline(record)}. It did not complete: resuming"
+            " measures it again.",
+        )  # fmt: skip
 
     def _set_aside_earlier_attempt(self, cell_dir: Path) -> None:
         """A resumed cell's earlier, unfinished attempt moves to ``_study-artefacts/attempts/``.
@@ -236,8 +328,20 @@ class StudyRun:
                 on_phase=on_phase,
             )
         except CellError as exc:
-            self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
+            try:
+                self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
+            except OSError as write_error:  # the disk went with the cell: say both, and stop (see session.py)
+                both = self._write_failed(
+                    cell, write_error, self.manifest.path, "to record the cell's failure",
+                    f"The cell itself failed: {type(exc).__name__}: {exc}.",
+                )  # fmt: skip
+                both.log_tail, both.child_traceback, both.phases = exc.log_tail, exc.child_traceback, exc.phases
+                raise both from exc
             raise
+        except OSError as exc:  # the cell's directory or its log could not be made
+            raise self._write_failed(
+                cell, exc, cell_dir, "for the cell's process", "No measurement of this cell was kept."
+            ) from exc
 
     def _idle_power_of(
         self, measurement: CellMeasurement, config: ExperimentConfig, baselines: SessionIdlePower | None,
@@ -273,11 +377,10 @@ class StudyRun:
         """
         return self._prepare_idle_power(config, baselines, None)
 
-    def _write_record(
-        self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
-        idle: CellIdlePower, span: tuple[str, str],
+    def _build_record(
+        self, cell: CellRef, config: ExperimentConfig, report: ChildReport[CellMeasurement], idle: CellIdlePower,
+        span: tuple[str, str],
     ) -> dict[str, Any]:  # fmt: skip
-        """result.json and effective_config.json, then the manifest says the cell completed."""
         config_hash = cell.configuration.config_hash
         assert config_hash is not None
         measurement = report.measurement
@@ -292,7 +395,7 @@ class StudyRun:
             cell_started_at=span[0],
             cell_ended_at=span[1],
         )
-        record = build_result(
+        return build_result(
             experiment_id=cell.experiment_id(self.study),
             config_hash=config_hash,
             config=config,
@@ -301,32 +404,82 @@ class StudyRun:
             identity=identity,
             version=__version__,
         )
-        write_json_atomic(
-            cell_dir / EFFECTIVE_CONFIG_NAME,
-            {
-                "measurement_config_hash": config_hash,
-                "experiment": record["config"],
-                "engine": {
-                    "name": measurement.engine,
-                    "version": measurement.engine_version,
-                    "effective_settings": measurement.effective_settings,
+
+    def _write_record(
+        self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
+        idle: CellIdlePower, span: tuple[str, str],
+    ) -> dict[str, Any]:  # fmt: skip
+        """result.json and effective_config.json, then the manifest says the cell completed.
+
+        In that order, so a manifest never names a record that is not there; a write that fails
+        in between leaves a record the manifest does not name yet, which repair and resume find.
+        """
+        record = self._build_record(cell, config, report, idle, span)
+        measurement = report.measurement
+        result_path = cell_dir / RESULT_NAME
+        try:
+            write_json_atomic(
+                cell_dir / EFFECTIVE_CONFIG_NAME,
+                {
+                    "measurement_config_hash": record["measurement_config_hash"],
+                    "experiment": record["config"],
+                    "engine": {
+                        "name": measurement.engine,
+                        "version": measurement.engine_version,
+                        "effective_settings": measurement.effective_settings,
+                    },
+                    "software_versions": measurement.versions,
                 },
-                "software_versions": measurement.versions,
-            },
-        )
-        write_json_atomic(cell_dir / RESULT_NAME, record)
-        for warning in record.get("warnings") or []:  # the study's summary says what each cell warned of
-            self.manifest.warn(f"{record['experiment_id']}: {warning}")
-        self.manifest.update(
-            cell.experiment_id(self.study),
-            "completed",
-            result_path=f"{self._relative(cell_dir)}/{RESULT_NAME}",
-            total_energy_j=record["total_energy_j"],
-            mj_per_tok_total=record["mj_per_tok_total"],
-            avg_tokens_per_second=record["avg_tokens_per_second"],
-        )
+            )
+            write_json_atomic(result_path, record)
+        except OSError as exc:
+            raise self._record_not_written(cell, exc, result_path, record) from exc
+        try:
+            for warning in record.get("warnings") or []:  # the study's summary says what each cell warned of
+                self.manifest.warn(f"{record['experiment_id']}: {warning}")
+            self.manifest.update(
+                cell.experiment_id(self.study),
+                "completed",
+                result_path=f"{self._relative(cell_dir)}/{RESULT_NAME}",
+                total_energy_j=record["total_energy_j"],
+                mj_per_tok_total=record["mj_per_tok_total"],
+                avg_tokens_per_second=record["avg_tokens_per_second"],
+            )
+        except OSError as exc:
+            raise self._write_failed(
+                cell, exc, self.manifest.path, "to say that the cell completed",
+                f"The cell was measured and its record is on disk ({result_path}): {headline(record)}. It counts as"
+                " failed in this session, but repair and --llem-resume find it completed from its result.json,"
+                " so resuming does not measure it again.",
+                record_on_disk=True,
+            ) from exc  # fmt: skip
         return record
 
-    def finish(self) -> None:
-        """Record the study's wall time; statistics come from :func:`finalize_study`."""
-        self.manifest.finish(time.monotonic() - self.started)
+    def record_verdict(self, cell: CellRef, breaches: list[str]) -> None:
+        """The limits' verdict on a completed cell, into the manifest."""
+        try:
+            self.manifest.update(
+                cell.experiment_id(self.study), "completed", verdict="failed" if breaches else "passed", limit_breaches=breaches
+            )
+        except OSError as exc:
+            verdict = f"failed: {'; '.join(breaches)}" if breaches else "passed"
+            raise self._write_failed(
+                cell, exc, self.manifest.path, "to record the cell's verdict on its limits",
+                f"The cell completed and its record is on disk; its verdict ({verdict}) is not in the manifest.",
+                record_on_disk=True,
+            ) from exc  # fmt: skip
+
+    def finish(self) -> str | None:
+        """Record the study's wall time (statistics come from :func:`finalize_study`); what failed, if anything.
+
+        At the session's end a disk that takes no writes must not take the session's report with
+        it: the manifest keeps its last state, which repair and resume make agree with the records.
+        """
+        try:
+            self.manifest.finish(time.monotonic() - self.started)
+        except OSError as exc:
+            return (
+                f"{written_path(exc, self.manifest.path)}: the study's end could not be recorded: {os_error_text(exc)}."
+                f" {self.how_to_continue(exc)}"
+            )
+        return None

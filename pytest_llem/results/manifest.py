@@ -144,13 +144,21 @@ class Manifest:
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[dict[str, Any]]:
-        """Lock, take in other processes' changes, let the caller change, write back."""
+        """Lock, take in other processes' changes, let the caller change, write back.
+
+        A write that fails (a full or read-only disk) raises; our copy then goes back to what
+        the disk says, so this process never believes a change the disk does not hold.
+        """
         with self._locked():
             if self.path.exists() or self._data:
                 self._data = self._read_or_rebuild()
             yield self._data
             self._refresh_summary()
-            self.flush()
+            try:
+                self.flush()
+            except OSError:
+                self._data = read_valid_manifest(self.study_dir) or self._data
+                raise
 
     @property
     def data(self) -> dict[str, Any]:
@@ -189,13 +197,21 @@ class Manifest:
 
     def finish(self, wall_time_s: float) -> None:
         """The run is over: its wall time (added to earlier runs' when resumed), and the study is free."""
-        with self._changing() as data:
-            data["end_time"] = utc_iso()
-            data["summary"]["total_wall_time_s"] = self._previous_wall_time_s + wall_time_s
-        self._release_in_use()
+        try:
+            with self._changing() as data:
+                data["end_time"] = utc_iso()
+                data["summary"]["total_wall_time_s"] = self._previous_wall_time_s + wall_time_s
+        finally:
+            self._release_in_use()  # the run is over even when the disk would not take its end
 
     def _refresh_summary(self) -> None:
         self._data["summary"] = summarise(self._data["experiments"], self._data.get("summary") or {})
 
     def flush(self) -> None:
-        write_json_atomic(self.path, self._data)
+        """Write the manifest; a failure names ``manifest.json`` itself, not the temporary file it was."""
+        try:
+            write_json_atomic(self.path, self._data)
+        except OSError as exc:
+            if exc.errno is None or exc.filename == str(self.path):
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc

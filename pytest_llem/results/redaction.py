@@ -181,11 +181,21 @@ def scrub_file(path: Path, pattern: re.Pattern[str] | None = None) -> bool:
     scrubbed, count = pattern.subn(REDACTED, text)
     if not count:
         return False
+    try:
+        _replace(path, scrubbed.encode("utf-8", "surrogateescape"), mode)
+    except OSError:
+        # A full or read-only disk: the secret must not stay on disk, and the cell's own outcome
+        # must not be replaced by this error. The log goes (deleting frees space; it needs none).
+        path.unlink(missing_ok=True)
+    return True
+
+
+def _replace(path: Path, content: bytes, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, mode)  # the log stays as readable as it was (mkstemp makes it private)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(scrubbed.encode("utf-8", "surrogateescape"))
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -195,7 +205,6 @@ def scrub_file(path: Path, pattern: re.Pattern[str] | None = None) -> bool:
         except FileNotFoundError:
             pass
         raise
-    return True
 
 
 def scrub_report(report: pytest.TestReport, pattern: re.Pattern[str] | None = None) -> None:

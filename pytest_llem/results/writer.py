@@ -9,8 +9,10 @@ environment variables (tokens, keys, passwords) are redacted from JSON before it
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,17 +141,21 @@ def make_study_dir(results_root: Path, study_name: str, stamp: str, session_id: 
 def _claim(path: Path, session_id: str) -> bool:
     """Make ``path`` holding this session's claim; False when another process took the name first."""
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
-    claim = staging / SESSION_CLAIM
-    claim.parent.mkdir(parents=True)
-    claim.write_text(session_id + "\n", encoding="utf-8")
+    try:
+        claim = staging / SESSION_CLAIM
+        claim.parent.mkdir(parents=True)
+        claim.write_text(session_id + "\n", encoding="utf-8")
+    except BaseException:  # a full or read-only disk: no staging directory is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         os.rename(staging, path)
         return True
-    except OSError:  # the name exists now (ENOTEMPTY / EEXIST): someone else's, or our session's
-        claim.unlink()
-        claim.parent.rmdir()
-        staging.rmdir()
-        return False
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False  # the name exists now: someone else's, or our session's
+        raise
 
 
 def _owner(path: Path) -> str | None:
