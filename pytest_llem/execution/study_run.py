@@ -342,6 +342,14 @@ class StudyRun:
             raise self._write_failed(
                 cell, exc, cell_dir, "for the cell's process", "No measurement of this cell was kept."
             ) from exc
+        except KeyboardInterrupt:  # Ctrl-C (the child's process group is gone): the manifest says so
+            try:
+                self.manifest.update(
+                    cell.experiment_id(self.study), "failed", error="interrupted: the session was stopped during this cell"
+                )
+            except OSError:
+                pass  # "running" stays, which repair and --llem-resume read as interrupted
+            raise
 
     def _idle_power_of(
         self, measurement: CellMeasurement, config: ExperimentConfig, baselines: SessionIdlePower | None,

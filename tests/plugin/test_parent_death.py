@@ -3,12 +3,13 @@
 A cell left running after its parent died would measure on for nobody and burn the GPU under
 the next job's measurement. Here pytest runs a cell whose stub engine starts a worker process
 and hangs while loading; pytest is then killed by SIGKILL (nothing of pytest's own runs),
-SIGTERM (what ``timeout``, CI cancellation and Slurm send) or SIGHUP (a closed terminal), and
-neither the cell's process nor its worker may survive.
+SIGTERM (what ``timeout``, CI cancellation and Slurm send), SIGHUP (a closed terminal) or SIGINT
+(Ctrl-C), and neither the cell's process nor its worker may survive.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ def _wait_for(predicate: object, limit: float, what: str) -> float:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_no_process_of_the_cell_outlives_pytest(
     pytester: pytest.Pytester, stub_transformers: Path, sig: signal.Signals
 ) -> None:
@@ -64,6 +65,12 @@ def test_no_process_of_the_cell_outlives_pytest(
         pytest_proc.wait(timeout=scaled(60))
         # The lifeline acts at once; the limit is the issue's 5 s, scaled for a loaded machine.
         _wait_for(lambda: not any(_alive(p) for p in pids), scaled(5), f"the cell's processes {pids} survived {sig.name}")
+        (manifest,) = (pytester.path / "results").glob("*/manifest.json")
+        (entry,) = json.loads(manifest.read_text())["experiments"]
+        if sig == signal.SIGINT:  # Ctrl-C: pytest lives to say that the cell was interrupted
+            assert entry["status"] == "failed" and entry["error"].startswith("interrupted")
+        else:  # pytest died with the cell running: the truth at that moment, which resume and repair read
+            assert entry["status"] == "running"
     finally:
         if pytest_proc.poll() is None:
             pytest_proc.kill()
