@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pytest_llem.errors import LlemError, StudyFailedToRun, StudyTimeout
 from pytest_llem.results import loader
 from pytest_llem.results.loader import study_dirs
+from pytest_llem.results.writer import utc_iso
 
 logger = logging.getLogger("pytest_llem")
 
@@ -221,6 +222,26 @@ def _new_study_dir(before: set[Path], root: Path, path: Path) -> Path | None:
     return created[0]
 
 
+def _resume_args(resume: bool | str | os.PathLike[str]) -> list[str]:
+    if resume is False:
+        return []
+    return ["--llem-resume"] if resume is True else [f"--llem-resume={os.fspath(resume)}"]
+
+
+def _resumed_study_dir(root: Path, since: str) -> Path | None:
+    """The study directory a resumed run continued: the one whose manifest says it resumed since ``since``."""
+    resumed = []
+    for study_dir in study_dirs(root):
+        try:
+            data = json.loads((study_dir / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        times = [r.get("at") for r in data.get("resumed") or [] if isinstance(r, dict)]
+        if any(isinstance(t, str) and t >= since for t in times):
+            resumed.append(study_dir)
+    return resumed[-1] if resumed else None
+
+
 def run_study(
     path: str | os.PathLike[str],
     *,
@@ -229,6 +250,7 @@ def run_study(
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     progress: Callable[[CellProgress], None] | None = None,
+    resume: bool | str | os.PathLike[str] = False,
 ) -> StudyResult:
     """Run the study at ``path`` and return its results.
 
@@ -241,7 +263,8 @@ def run_study(
     which kills the running cell) and :class:`StudyTimeout` is raised, carrying what the study
     recorded so far. ``progress`` is called with a :class:`CellProgress` as each running cell
     moves on (its phase, and the measured window's elapsed/target seconds); the same goes to the
-    ``pytest_llem`` logger at INFO level.
+    ``pytest_llem`` logger at INFO level. ``resume`` (True, or a study directory) continues an
+    earlier, unfinished run of the study (``--llem-resume``); the whole study is returned.
 
     The study directory the run created under ``results_dir`` is loaded with
     :func:`load_results`. Cells that failed do not raise: they are in the result's
@@ -257,8 +280,9 @@ def run_study(
     before = {d.resolve() for d in study_dirs(root)}
     command = [
         sys.executable, "-c", _PYTEST_MAIN, str(study_path), "-p", "no:cacheprovider", *_plugin_args(),
-        "--llem-results-dir", str(root), *pytest_args,
+        "--llem-results-dir", str(root), *_resume_args(resume), *pytest_args,
     ]  # fmt: skip
+    started = utc_iso()
     environment = {**os.environ, **(env or {})}
     proc = subprocess.Popen(
         command,
@@ -293,7 +317,7 @@ def run_study(
         reader.run_to_end(timeout=10)
         raise
     output = output or ""
-    study_dir = _new_study_dir(before, root, study_path)
+    study_dir = _new_study_dir(before, root, study_path) or (_resumed_study_dir(root, started) if resume else None)
     if study_dir is None:
         raise StudyFailedToRun(
             f"running {study_path} produced no study directory under {root} (pytest exited with code"

@@ -48,3 +48,13 @@ def test_a_run_without_a_study_directory_raises_with_pytest_output(tmp_path: Pat
     message = str(info.value)
     assert "produced no study directory" in message and "no_such_key" in message
     assert info.value.returncode not in (None, 0)
+
+
+def test_run_study_resumes_and_returns_the_whole_study(tmp_path: Path, stub_transformers: Path) -> None:
+    study = write_study(tmp_path, "part.llem.yaml", STUB_STUDY + "sweep:\n  transformers.batch_size: [1, 2]\nexecution: {n_cycles: 1}\n")
+    results = tmp_path / "results"
+    first = run_study(study, results_dir=results, pytest_args=["-k", "bs1"])
+    assert [r["config_id"] for r in first.experiments] == ["bs1"]
+    whole = run_study(study, results_dir=results, resume=True)
+    assert whole.study_dir == first.study_dir
+    assert [r["config_id"] for r in whole.experiments] == ["bs1", "bs2"]
