@@ -524,35 +524,42 @@ class LlemSession:
         cell = as_cell(item)
         if call.when != "call" or cell is None:
             return {}
-        return {"llem": cell.llem_report}
+        from pytest_llem.results.redaction import scrub
+
+        return {"llem": scrub(cell.llem_report)}
 
     def add_to_json_report(self, json_report: dict[str, Any]) -> None:
         """pytest-json-report: the studies' directories and statistics at the top level, under ``llem``."""
         if self.is_worker or not self.study_dirs:
             return
         from pytest_llem.report.json_report import studies_json
+        from pytest_llem.results.redaction import scrub
 
-        json_report["llem"] = studies_json(self.finalized())
+        json_report["llem"] = scrub(studies_json(self.finalized()))
 
     def write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """Each study's table, then the regression gate's lines (on the controller only)."""
         if self.is_worker or not self.study_dirs:
             return
         from pytest_llem.report.terminal import summary_sections
+        from pytest_llem.results.redaction import scrub_text, secret_pattern
+
+        secrets = secret_pattern()  # a path or a warning may hold a secret's value: none reaches the terminal
+
+        def write(lines: list[str]) -> None:
+            for line in lines:
+                terminalreporter.write_line(scrub_text(line, secrets) if secrets is not None else line)
 
         compared_with = "the last run (pytest cache)" if self.config.getoption("llem_compare") == "last" else "stored baselines"
         if self.resume_lines:
             terminalreporter.write_sep("-", "llem resume")
-            for line in self.resume_lines:
-                terminalreporter.write_line(line)
+            write(self.resume_lines)
         for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines, compared_with):
             terminalreporter.write_sep("-", title)
-            for line in lines:
-                terminalreporter.write_line(line)
+            write(lines)
         if self.write_problems:
             terminalreporter.write_sep("-", "llem: results not written", red=True)
-            for line in dict.fromkeys(self.write_problems):
-                terminalreporter.write_line(line)
+            write(list(dict.fromkeys(self.write_problems)))
 
     # -- pytest-xdist: one GPU and one stamp per worker (the hooks are in xdist.py) ----------
 

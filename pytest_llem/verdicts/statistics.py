@@ -71,6 +71,7 @@ import numpy as np
 from scipy import stats
 
 from pytest_llem.results.loader import cell_config
+from pytest_llem.results.redaction import scrub_text
 from pytest_llem.results.writer import write_json_atomic, write_text_atomic
 
 #: Metrics summarised by default, as dotted paths into a record.
@@ -549,5 +550,5 @@ def write_summary(study_dir: Path, groups: list[GroupSummary]) -> tuple[Path, Pa
             writer.writerow([*key_cells, *(_cell(v) for v in stat_cells)])
 
     write_json_atomic(json_path, payload)
-    write_text_atomic(csv_path, buffer.getvalue())
+    write_text_atomic(csv_path, scrub_text(buffer.getvalue()))  # JSON files are scrubbed by their writer
     return json_path, csv_path
