@@ -25,7 +25,7 @@ from pytest_llem.errors import CellError, ResultsWriteError
 from pytest_llem.execution.idle_power import SessionIdlePower
 from pytest_llem.results.manifest import Manifest
 from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
-from pytest_llem.results.record import SCHEMA_VERSION, build_result
+from pytest_llem.results.record import SCHEMA_VERSION, build_result, timeline_json
 from pytest_llem.results.writer import (
     cell_dir_name,
     contained,
@@ -34,7 +34,7 @@ from pytest_llem.results.writer import (
     write_json_atomic,
 )
 from pytest_llem.runner.envelope import CellTask
-from pytest_llem.runner.parent import ChildReport, PhaseListener, run_in_child
+from pytest_llem.runner.parent import ChildReport, PhaseClock, PhaseListener, run_in_child
 from pytest_llem.study.study import Configuration, Study
 from pytest_llem.version import __version__
 
@@ -211,14 +211,19 @@ class StudyRun:
         """Run one cell in its own process and write its record; raise CellError on failure.
 
         The phases: pause (the study's gaps), make sure the idle baseline is fresh, run the
-        child, then turn its measurement into the record and the files beside it.
+        child, then turn its measurement into the record and the files beside it. Each is marked
+        on the cell's :class:`PhaseClock`: its timeline goes into the record and the manifest.
         """
         config = cell.configuration.config
         assert config is not None
+        clock = PhaseClock()
+        clock.mark("gap")
         self._pause_before(cell)
         cell_dir = self.cell_dir(cell)
         try:
+            clock.mark("idle_baseline")
             idle_reason = self._prepare_idle_power(config, baselines, results_root)
+            clock.mark("manifest_update")
             self._set_aside_earlier_attempt(cell_dir)
             self.manifest.update(cell.experiment_id(self.study), "running", cell_dir=self._relative(cell_dir), error=None)
         except OSError as exc:
@@ -227,15 +232,16 @@ class StudyRun:
                 "Nothing of this cell was measured, so nothing is lost.",
             ) from exc  # fmt: skip
         started_at = utc_iso(precise=True)
-        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase)
+        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase, clock)
         span = (started_at, utc_iso(precise=True))  # the cell's own span: before any idle re-measurement it caused
+        clock.mark("idle_drift")
         try:
             idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
         except OSError as exc:  # re-measured idle power could not be stored: the cell's figures still count
             unadjusted = CellIdlePower(baseline_unavailable_reason=f"idle power could not be stored: {os_error_text(exc)}")
-            record = self._build_record(cell, config, report, unadjusted, span)
+            record = self._build_record(cell, config, report, unadjusted, span, clock)
             raise self._record_not_written(cell, exc, self.study_dir, record) from exc
-        record = self._write_record(cell, config, cell_dir, report, idle, span)
+        record = self._write_record(cell, config, cell_dir, report, idle, span, clock)
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
 
     def _write_failed(
@@ -307,9 +313,9 @@ class StudyRun:
 
     def _measure(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, baselines: SessionIdlePower | None,
-        gpu_uuid: str | None, on_phase: PhaseListener | None = None,
+        gpu_uuid: str | None, on_phase: PhaseListener | None = None, clock: PhaseClock | None = None,
     ) -> ChildReport[CellMeasurement]:  # fmt: skip
-        """The cell's child, from spawn to measurement; a failure is recorded and re-raised."""
+        """The cell's child, from spawn to measurement; a failure is recorded (with its timeline) and re-raised."""
         ex = self.study.execution
         task = CellTask(
             config=config,
@@ -326,10 +332,15 @@ class StudyRun:
                 startup_timeout_s=ex.startup_timeout_seconds,
                 gpu_uuid=gpu_uuid,
                 on_phase=on_phase,
+                clock=clock,
             )
         except CellError as exc:
+            # The time a failed cell took is the study's too: its timeline says where it went.
+            spent = {"timeline": timeline_json(clock.phases())} if clock is not None else {}
             try:
-                self.manifest.update(cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}")
+                self.manifest.update(
+                    cell.experiment_id(self.study), "failed", error=f"{type(exc).__name__}: {exc}", **spent
+                )
             except OSError as write_error:  # the disk went with the cell: say both, and stop (see session.py)
                 both = self._write_failed(
                     cell, write_error, self.manifest.path, "to record the cell's failure",
@@ -387,11 +398,12 @@ class StudyRun:
 
     def _build_record(
         self, cell: CellRef, config: ExperimentConfig, report: ChildReport[CellMeasurement], idle: CellIdlePower,
-        span: tuple[str, str],
+        span: tuple[str, str], clock: PhaseClock,
     ) -> dict[str, Any]:  # fmt: skip
         config_hash = cell.configuration.config_hash
         assert config_hash is not None
         measurement = report.measurement
+        timeline = clock.phases({"load": measurement.load_parts_s})
         identity = CellIdentity(
             study_name=self.study.name,
             study_design_hash=self.study.design_hash,
@@ -402,6 +414,8 @@ class StudyRun:
             cell_wall_time_s=report.wall_time_s,
             cell_started_at=span[0],
             cell_ended_at=span[1],
+            timeline=timeline,
+            timeline_total_s=sum(p.seconds for p in timeline),
         )
         return build_result(
             experiment_id=cell.experiment_id(self.study),
@@ -415,14 +429,17 @@ class StudyRun:
 
     def _write_record(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
-        idle: CellIdlePower, span: tuple[str, str],
+        idle: CellIdlePower, span: tuple[str, str], clock: PhaseClock,
     ) -> dict[str, Any]:  # fmt: skip
         """result.json and effective_config.json, then the manifest says the cell completed.
 
         In that order, so a manifest never names a record that is not there; a write that fails
         in between leaves a record the manifest does not name yet, which repair and resume find.
+        The manifest's entry gets the cell's whole timeline: the record's, then ``result_write``
+        (up to that last manifest write, which cannot time itself).
         """
-        record = self._build_record(cell, config, report, idle, span)
+        record = self._build_record(cell, config, report, idle, span, clock)
+        clock.mark("result_write")
         measurement = report.measurement
         result_path = cell_dir / RESULT_NAME
         try:
@@ -452,6 +469,8 @@ class StudyRun:
                 total_energy_j=record["total_energy_j"],
                 mj_per_tok_total=record["mj_per_tok_total"],
                 avg_tokens_per_second=record["avg_tokens_per_second"],
+                total_inference_time_sec=record["total_inference_time_sec"],
+                timeline=timeline_json(clock.phases({"load": report.measurement.load_parts_s})),
             )
         except OSError as exc:
             raise self._write_failed(

@@ -25,9 +25,14 @@ def summary_sections(
 ) -> list[tuple[str, list[str]]]:
     """``(title, lines)`` of each section the session adds to pytest's terminal summary.
 
-    One per study (its table), then what adaptive cycles did, then the regression gate's lines.
+    Per study its table and where its time went, then what adaptive cycles did, then the regression gate's lines.
     """
-    sections = [(f"llem: {study.result.study_name}", render_study_table(study.result, study.groups)) for study in studies]
+    sections: list[tuple[str, list[str]]] = []
+    for study in studies:
+        sections.append((f"llem: {study.result.study_name}", render_study_table(study.result, study.groups)))
+        spent = render_time_breakdown(study.result)
+        if spent:
+            sections.append((f"llem: {study.result.study_name}: where the time went", spent))
     if adaptive_lines:
         sections.append(("llem: adaptive cycles", list(adaptive_lines)))
     if gate_lines:
@@ -114,3 +119,55 @@ def render_statistics_table(groups: list[Any]) -> list[str]:
         return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
 
     return [line(STAT_COLUMNS), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)]
+
+
+#: A phase below this many seconds over the whole study is folded into "other phases".
+NEGLIGIBLE_S = 0.005
+
+
+def render_time_breakdown(result: StudyResult) -> list[str]:
+    """Each phase's seconds summed over the study's cells and its share of the study's wall time.
+
+    From the manifest: every cell's ``timeline`` (failed cells' too: their time was spent) and the
+    summary's wall time and efficiency. What no cell's timeline holds (the session's own work
+    between cells) is "outside cells". Empty for a study whose manifest has no timelines.
+    """
+    totals: dict[str, float] = {}
+    cells = 0
+    for entry in result.records(status=None):
+        timeline = entry.get("timeline")
+        if not isinstance(timeline, list) or not timeline:
+            continue
+        cells += 1
+        for phase in timeline:
+            if isinstance(phase, dict) and isinstance(phase.get("seconds"), (int, float)):
+                name = str(phase.get("phase"))
+                totals[name] = totals.get(name, 0.0) + float(phase["seconds"])
+    if not cells:
+        return []
+    summary = result.summary
+    wall = summary.get("total_wall_time_s")
+    wall = float(wall) if isinstance(wall, (int, float)) and wall > 0 else None
+    shown = {name: s for name, s in totals.items() if s >= NEGLIGIBLE_S}
+    other = sum(totals.values()) - sum(shown.values())
+    if other >= NEGLIGIBLE_S:
+        shown["other phases"] = other
+    if wall is not None and wall - sum(totals.values()) >= NEGLIGIBLE_S:
+        shown["outside cells"] = wall - sum(totals.values())
+    width = max(len(name) for name in shown) if shown else 5
+
+    def share(seconds: float) -> str:
+        return f"{100 * seconds / wall:5.1f}%" if wall is not None else ""
+
+    out = [f"{'phase'.ljust(width)}  {'seconds':>9}  {'of wall' if wall is not None else ''}".rstrip()]
+    out += [f"{name.ljust(width)}  {seconds:9.2f}  {share(seconds)}".rstrip() for name, seconds in shown.items()]
+    windows = summary.get("measured_window_s")
+    efficiency = summary.get("study_efficiency")
+    if wall is None:
+        out.append(f"({cells} cells; the study's wall time is not recorded: the run did not finish)")
+    elif isinstance(windows, (int, float)) and isinstance(efficiency, (int, float)):
+        out.append(
+            f"study efficiency {100 * efficiency:.1f}%: measured windows {windows:.2f} s of {wall:.2f} s wall time"
+            f" ({cells} cells)"
+        )
+    return out

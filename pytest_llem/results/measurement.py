@@ -121,6 +121,11 @@ class CellMeasurement(_Figures):
     input_tokens_per_pass: int
     batches_per_pass: int
     load_time_s: float
+    load_parts_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="The load's parts, in order: 'prepare' (model path, tokenizer, prompts), 'engine_load' (the engine's"
+        " own load: CUDA initialisation, model build, engine start with any compilation and graph capture).",
+    )
     warmup: WarmupSummary
     window_s: float
     window_t_start_s: float | None = Field(description="Window start in the timeseries' clock.")
@@ -168,8 +173,26 @@ class CellIdlePower(_Figures):
     baseline_invalid_reason: str | None = None
 
 
+class TimelinePhase(_Figures):
+    """One phase of a cell's timeline, as the parent saw it: when it began and how long it lasted.
+
+    ``start_s`` counts from the cell's start (before the study's gap); phases follow each other
+    without holes, so their ``seconds`` add up to the cell's time in the study. ``parts``: what
+    the child timed within the phase itself (the load's, see ``CellMeasurement.load_parts_s``).
+    """
+
+    phase: str
+    start_s: float = Field(ge=0.0)
+    seconds: float = Field(ge=0.0)
+    parts: dict[str, float] | None = None
+
+
 class CellIdentity(_Figures):
-    """Where a cell sits in its study, and how long it took from the parent's side."""
+    """Where a cell sits in its study, and how long it took from the parent's side.
+
+    ``timeline`` runs from the cell's start to its record being built; the manifest entry's
+    ``timeline`` adds ``result_write`` (the record's own writing, which comes after it).
+    """
 
     study_name: str
     study_design_hash: str | None
@@ -180,3 +203,5 @@ class CellIdentity(_Figures):
     cell_wall_time_s: float
     cell_started_at: str = Field(description="UTC, ISO 8601: when the parent spawned the cell's child.")
     cell_ended_at: str = Field(description="UTC, ISO 8601: when the child's measurement reached the parent.")
+    timeline: list[TimelinePhase] = Field(default_factory=list, description="The cell's phases in order, parent-side clock.")
+    timeline_total_s: float | None = Field(None, description="The sum of the timeline's phases.")

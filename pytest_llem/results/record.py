@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from pytest_llem.config.experiment import ExperimentConfig
-from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
+from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement, TimelinePhase
 
 SCHEMA_VERSION = "3.0"
 
@@ -42,6 +42,11 @@ REPRODUCIBILITY_NOTES_BY_METER: dict[str, str] = {
     "none": "no energy measured (energy_unavailable_reason says why): only time, tokens and latency are"
     " figures here; timings on a shared CPU vary with the machine's other load.",
 }
+
+
+def timeline_json(phases: list[TimelinePhase]) -> list[dict[str, Any]]:
+    """A cell's timeline as the record and the manifest write it: ``parts`` only where a phase has them."""
+    return [phase.model_dump(exclude_none=True) for phase in phases]
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -179,7 +184,10 @@ def build_result(
         "energy_per_device_j": energy.per_device_j,
         "timeseries": m.timeseries,
         # Beyond the contract (optional fields, null when unknown).
-        **identity.model_dump(),
+        **identity.model_dump(exclude={"timeline"}),
+        # Where the cell's time went, phase by phase (parent-side clock); the window is
+        # total_inference_time_sec, the rest is the cell's overhead.
+        "timeline": timeline_json(identity.timeline),
         "energy_meter": energy.meter,
         "energy_unavailable_reason": energy.unavailable_reason,
         "energy_adjusted_invalid_reason": adjusted_invalid_reason,
@@ -201,6 +209,7 @@ def build_result(
         "gpu_state_start": m.gpu_state_start,
         "gpu_state_end": m.gpu_state_end,
         "load_time_s": m.load_time_s,
+        "load_parts_s": m.load_parts_s,
         "warmup": m.warmup.model_dump(mode="json"),
         "batch_latency_s": _latency_summary(m.batch_latencies_s),
         "ttft_s": _latency_summary(m.ttft_s),

@@ -32,7 +32,7 @@ MANIFEST_FILE = "manifest.json"
 RESULT_FILE = "result.json"
 STATUSES = ("pending", "running", "completed", "failed", "skipped")
 #: Manifest fields copied from a cell's record when the record is what says it completed.
-RECORD_FIGURES = ("total_energy_j", "mj_per_tok_total", "avg_tokens_per_second")
+RECORD_FIGURES = ("total_energy_j", "mj_per_tok_total", "avg_tokens_per_second", "total_inference_time_sec")
 
 
 def write_plan(study_dir: Path, header: dict[str, Any], experiments: list[dict[str, Any]]) -> None:
@@ -180,6 +180,19 @@ def _settle(entry: dict[str, Any], found: tuple[str, dict[str, Any]] | None, int
     return []
 
 
+def _efficiency(entries: list[dict[str, Any]], wall_time_s: Any) -> dict[str, float | None]:
+    """Once the study's wall time is known: its measured windows, summed, and their share of it.
+
+    A completed cell's window is its record's ``total_inference_time_sec``. Under pytest-xdist
+    the windows of several GPUs run at once, so the share can exceed 1.
+    """
+    if not isinstance(wall_time_s, (int, float)):
+        return {}
+    windows = [e.get("total_inference_time_sec") for e in entries if e["status"] == "completed"]
+    measured = float(sum(w for w in windows if isinstance(w, (int, float))))
+    return {"measured_window_s": measured, "study_efficiency": measured / wall_time_s if wall_time_s > 0 else None}
+
+
 def summarise(entries: list[dict[str, Any]], previous: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``summary`` for ``entries``, keeping what the entries cannot tell."""
     energies = [e.get("total_energy_j") for e in entries if e["status"] == "completed"]
@@ -188,6 +201,7 @@ def summarise(entries: list[dict[str, Any]], previous: dict[str, Any]) -> dict[s
         "total_experiments": len(entries),
         **{status: sum(e["status"] == status for e in entries) for status in ("completed", "failed", "skipped", "pending", "running")},
         "total_wall_time_s": previous.get("total_wall_time_s"),
+        **_efficiency(entries, previous.get("total_wall_time_s")),
         "total_energy_j": sum(v for v in energies if v is not None) if any(v is not None for v in energies) else None,
         "unique_configurations": len(hashes),
         "warnings": list(previous.get("warnings") or []),

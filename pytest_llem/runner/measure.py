@@ -119,6 +119,7 @@ class _Workload:
     model_path: str
     prompts: list[list[int]]
     load_time_s: float
+    load_parts_s: dict[str, float] = field(default_factory=dict)
 
 
 def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload:
@@ -140,6 +141,7 @@ def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload
     prompts = tokenize_prompts(tokenizer, list(texts), config.max_input_tokens)
     eos_ids = _eos_token_ids(model_path, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+    prepared = time.perf_counter()
     engine.load(
         LoadRequest(
             model=model_path,
@@ -153,7 +155,9 @@ def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload
             device=config.measurement.device,
         )
     )
-    return _Workload(model_path, prompts, time.perf_counter() - started)
+    loaded = time.perf_counter()
+    parts = {"prepare": prepared - started, "engine_load": loaded - prepared}
+    return _Workload(model_path, prompts, loaded - started, parts)
 
 
 def _preflight(
@@ -454,6 +458,7 @@ def measure_cell(
         input_tokens_per_pass=sum(len(p) for p in workload.prompts),
         batches_per_pass=len(batches),
         load_time_s=workload.load_time_s,
+        load_parts_s=workload.load_parts_s,
         warmup=warmup,
         window_s=window.window_s,
         window_t_start_s=window.t_start - sampler.t0 if sampler is not None and sampler.t0 is not None else None,

@@ -34,9 +34,11 @@ from pytest_llem.errors import (
     CellStartupFailed,
     CellTimeout,
 )
+from pytest_llem.results.measurement import TimelinePhase
 from pytest_llem.results.redaction import scrub_file, scrub_text
 from pytest_llem.runner.envelope import (
     EVENTS,
+    AliveEvent,
     AnyEvent,
     CellTask,
     ErrorEvent,
@@ -162,6 +164,42 @@ class _Channel:
 #: Hears a child's progress: ``(phase, detail)``, e.g. ``("measure", "4/10 s")``.
 PhaseListener = Callable[[str, str | None], None]
 
+#: The child's phase names as a cell's timeline calls them: its "measure" is the measured window.
+TIMELINE_NAMES = {"measure": "window"}
+
+
+class PhaseClock:
+    """Where a cell's time goes: each phase is marked as it begins, on the monotonic clock.
+
+    Marks are taken on the parent's side as the child's events arrive (a pipe's latency late, far
+    below the phases' lengths), so the child does nothing extra for them, least of all within its
+    measured window. A phase lasts until the next mark: the phases tile the cell's time.
+    """
+
+    def __init__(self) -> None:
+        self.origin = time.monotonic()
+        self._marks: list[tuple[str, float]] = []
+
+    def mark(self, phase: str, at: float | None = None) -> None:
+        """``phase`` begins now (or ``at``); a phase marked again while it runs goes on."""
+        name = TIMELINE_NAMES.get(phase, phase)
+        if not self._marks or self._marks[-1][0] != name:
+            self._marks.append((name, time.monotonic() if at is None else at))
+
+    def phases(self, parts: dict[str, dict[str, float]] | None = None) -> list[TimelinePhase]:
+        """The phases so far, the last one ending now; ``parts`` (by phase) what was timed within them."""
+        end = time.monotonic()
+        bounds = [start for _, start in self._marks[1:]] + [end]
+        return [
+            TimelinePhase(
+                phase=name,
+                start_s=max(0.0, start - self.origin),
+                seconds=max(0.0, stop - start),
+                parts=(parts or {}).get(name) or None,
+            )
+            for (name, start), stop in zip(self._marks, bounds)
+        ]
+
 
 @dataclass
 class _Progress:
@@ -172,19 +210,25 @@ class _Progress:
     result: dict[str, Any] | None = None
     failure: ErrorEvent | None = None
     on_phase: PhaseListener | None = None
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
     def take(self, events: list[AnyEvent]) -> None:
         for event in events:
-            if isinstance(event, ReadyEvent):
+            if isinstance(event, AliveEvent):
+                self.clock.mark("imports")  # the interpreter is up; the engine's libraries load until "ready"
+            elif isinstance(event, ReadyEvent):
                 self.ready = True
                 self._tell("ready", None)
             elif isinstance(event, PhaseEvent):
+                self.clock.mark(event.phase)
                 if not self.phases or self.phases[-1] != event.phase:
                     self.phases.append(event.phase)
                 self._tell(event.phase, event.detail)
             elif isinstance(event, ResultEvent):
+                self.clock.mark("teardown")
                 self.result = event.measurement
             elif isinstance(event, ErrorEvent):
+                self.clock.mark("teardown")
                 self.failure = event
 
     def _tell(self, phase: str, detail: str | None) -> None:
@@ -263,16 +307,21 @@ def run_in_child(
     startup_timeout_s: float,
     gpu_uuid: str | None = None,
     on_phase: PhaseListener | None = None,
+    clock: PhaseClock | None = None,
 ) -> ChildReport[MeasurementT]:
     """Run one task in a spawned child; return its measurement as ``result_type``, or raise a :class:`CellError`.
 
     Raised errors carry ``log_tail`` (the end of ``child.log``) and, when the child reported
     an exception, ``child_traceback``. ``on_phase(phase, detail)`` hears the child's progress
     as it comes ("ready", "load", ..., "measure" with detail "4/10 s"), for a progress line.
+    ``clock`` hears the phases' starts: "spawn", "imports" (once the interpreter is up), the
+    child's phases, "teardown" (once the outcome is in, until the process group is gone).
     """
     started = time.monotonic()
+    clock = clock if clock is not None else PhaseClock()
+    clock.mark("spawn", at=started)
     proc, channel, log_path = _spawn(task, cell_dir, gpu_uuid)
-    progress = _Progress(on_phase=on_phase)
+    progress = _Progress(on_phase=on_phase, clock=clock)
     error: CellError | None = None
     interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
@@ -283,6 +332,7 @@ def run_in_child(
         error = _follow(proc, channel, progress, started, timeout_s, startup_timeout_s)
         interrupted = False
     finally:
+        clock.mark("teardown")  # already marked when the outcome arrived; not when a deadline passed
         if error is None and not interrupted:
             try:
                 proc.wait(timeout=60)

@@ -42,10 +42,3 @@ def stub_transformers(monkeypatch: pytest.MonkeyPatch) -> Path:
     existing = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(STUB_DIR) + (os.pathsep + existing if existing else ""))
     return STUB_DIR
-
-
-@pytest.fixture(autouse=True)
-def _inner_runs_are_not_xdist_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pytester run inside an xdist worker would inherit PYTEST_XDIST_WORKER and look like a
-    worker itself to plugins that check it (pytest-benchmark then warns, and warnings are errors)."""
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
