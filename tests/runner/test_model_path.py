@@ -18,7 +18,6 @@ from pytest_llem.models.loading import resolve_model_path
 from pytest_llem.study.study import load_study
 from tests.plugin.conftest import (  # noqa: F401 - the fixtures, shared with the plugin's tests
     STUB_STUDY,
-    _inner_runs_are_not_xdist_workers,
     stub_transformers,
     write_study,
 )
