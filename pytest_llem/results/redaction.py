@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_llem.results.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     import pytest
@@ -182,29 +183,12 @@ def scrub_file(path: Path, pattern: re.Pattern[str] | None = None) -> bool:
     if not count:
         return False
     try:
-        _replace(path, scrubbed.encode("utf-8", "surrogateescape"), mode)
+        write_bytes_atomic(path, scrubbed.encode("utf-8", "surrogateescape"), mode)  # as readable as it was
     except OSError:
         # A full or read-only disk: the secret must not stay on disk, and the cell's own outcome
         # must not be replaced by this error. The log goes (deleting frees space; it needs none).
         path.unlink(missing_ok=True)
     return True
-
-
-def _replace(path: Path, content: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, mode)  # the log stays as readable as it was (mkstemp makes it private)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def scrub_report(report: pytest.TestReport, pattern: re.Pattern[str] | None = None) -> None:

@@ -20,29 +20,13 @@ from typing import Any
 
 from pytest_llem.naming import sanitise
 from pytest_llem.results import redaction
+from pytest_llem.results.atomic import write_text_atomic
 
 # Redaction lives in results/redaction.py; these names stay importable from here.
 REDACTED = redaction.REDACTED
 _SECRET_NAME = redaction.SECRET_NAME
 secret_values = redaction.secret_values
 scrub = redaction.scrub
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _unserialisable(data: Any, where: str = "$") -> tuple[str, Any] | None:

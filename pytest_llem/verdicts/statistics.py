@@ -70,9 +70,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from pytest_llem.results.atomic import write_text_atomic
 from pytest_llem.results.loader import cell_config
 from pytest_llem.results.redaction import scrub_text
-from pytest_llem.results.writer import write_json_atomic, write_text_atomic
+from pytest_llem.results.writer import write_json_atomic
 
 #: Metrics summarised by default, as dotted paths into a record.
 METRICS: tuple[str, ...] = (

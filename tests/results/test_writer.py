@@ -241,14 +241,14 @@ def test_write_failure_after_temp_created_removes_temp(tmp_path: Path, monkeypat
         raise OSError("disk on fire")
 
     with monkeypatch.context() as m:
-        m.setattr("pytest_llem.results.writer.os.replace", boom)
+        m.setattr("pytest_llem.results.atomic.os.replace", boom)
         with pytest.raises(OSError, match="disk on fire"):
             write_json_atomic(target, {"version": 2})
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
     with monkeypatch.context() as m:
-        m.setattr("pytest_llem.results.writer.os.fsync", boom)
+        m.setattr("pytest_llem.results.atomic.os.fsync", boom)
         with pytest.raises(OSError):
             write_text_atomic(target, "half")
     assert target.read_bytes() == before
