@@ -203,6 +203,7 @@ class LlemSession:
 
     def start_studies(self, items: list[pytest.Item]) -> None:
         """Create each collected study's directory and manifest (not under ``--collect-only``)."""
+        self._freeze_large_collections(items)
         if self.config.option.collectonly or self._start_refused:
             return
         by_study: dict[Path, list[CellItem]] = {}
@@ -242,6 +243,24 @@ class LlemSession:
                 ) from None
             self.runs[path] = run
             self.study_dirs.append(run.study_dir)
+
+    @staticmethod
+    def _freeze_large_collections(items: list[pytest.Item]) -> None:
+        """After collecting a large sweep, leave its items out of later cyclic garbage collections.
+
+        As ``nodes._keep_out_of_garbage_collection`` does for the loaded study: the items live
+        until the session ends, and pytest's full collections at exit would walk every one of
+        them for nothing (on a 100,000-cell sweep, seconds each).
+        """
+        cells = sum(1 for item in items if as_cell(item) is not None)
+        if not cells:
+            return  # no study: nothing of pytest-llem's grammar is imported (the plugin stays light)
+        from pytest_llem.study.study import LARGE_STUDY_CELLS
+
+        if cells > LARGE_STUDY_CELLS:
+            import gc
+
+            gc.freeze()
 
     # -- cells -----------------------------------------------------------------------------
 
