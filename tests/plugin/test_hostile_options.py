@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugin.conftest import write_study
+from tests.plugin.conftest import STUB_STUDY, write_study
 from tests.timing import scaled
 
 #: The options are read before any study is: a plain test is enough to show they are taken or refused.
@@ -110,17 +110,7 @@ def test_a_bad_number_in_a_compare_rule_is_a_usage_error(pytester: pytest.Pytest
 
 # ----------------------------------------------------------------------------- through whole runs
 
-STUDY = """
-model: stub-ok
-precision: fp32
-dataset: {n_prompts: 4}
-max_output_tokens: 4
-measurement:
-  min_window_seconds: 0
-  warmup: {max_batches: 2}
-transformers: {batch_size: 2}
-execution: {n_cycles: 2}
-"""
+STUDY = STUB_STUDY + "execution: {n_cycles: 2}\n"
 RULE = "--llem-compare-fail=avg_tokens_per_second.median:50%"
 
 
