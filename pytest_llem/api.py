@@ -110,9 +110,21 @@ class StudyResult(loader.StudyResult):
         return statistics.summarise_groups(self.experiments, by, chosen, **kw)
 
 
-def load_results(path: str | os.PathLike[str]) -> StudyResult:
-    """Load one study's results from disk: :func:`pytest_llem.results.loader.load_results`, with statistics."""
-    return loader.read_study(path, StudyResult)
+def load_results(
+    path: str | os.PathLike[str],
+    *more: str | os.PathLike[str],
+    all_studies: bool = False,
+    exclude_flagged: bool = False,
+) -> StudyResult:
+    """Load one study's results, or several merged, from disk: :func:`pytest_llem.results.loader.load_results`,
+    with statistics.
+
+    ``load_results("results/a", "results/b")`` or ``load_results("results", all_studies=True)``
+    merge studies (duplicates removed, the newer study's record kept); ``exclude_flagged=True``
+    leaves out records with validity flags. ``pytest_llem.report.dataset.export_table`` writes
+    the result as one tidy Parquet or CSV table.
+    """
+    return loader.read_studies((path, *more), StudyResult, all_studies=all_studies, exclude_flagged=exclude_flagged)
 
 
 #: Lines of pytest's output quoted in errors.

@@ -144,6 +144,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " directory. Without STUDY_DIR: the newest unfinished run of the same study under the results directory."
         " Refused, naming the difference, when the study file changed since.",
     )
+    group.addoption(
+        "--llem-shard",
+        dest="llem_shard",
+        default=None,
+        metavar="K/N|slurm|k8s/N",
+        help="Run shard K of N of every study (K from 1): a deterministic, disjoint share of its cells, balanced"
+        " by expected cost; the others are deselected. slurm: this Slurm array task's shard; k8s/N: this Indexed"
+        " Job pod's (JOB_COMPLETION_INDEX). Also LLEM_SHARD and the ini key llem_shard. Merge the shards' study"
+        " directories with python -m pytest_llem merge.",
+    )
+    group.addoption(
+        "--llem-shard-by",
+        dest="llem_shard_by",
+        choices=("config", "cell"),
+        default=None,
+        help="What stays whole on a shard: config (default: all cycles of a configuration on one machine) or cell.",
+    )
+    group.addoption(
+        "--llem-shard-costs",
+        dest="llem_shard_costs",
+        default=None,
+        metavar="STUDY_DIR",
+        help="Balance shards by the per-configuration cell times an earlier run recorded (its directory or manifest.json).",
+    )
+    group.addoption(
+        "--llem-shard-plan",
+        dest="llem_shard_plan",
+        action="store_true",
+        default=False,
+        help="Print which cells each shard of --llem-shard runs, with expected seconds, and exit without running.",
+    )
+    parser.addini("llem_shard", "Shard K/N (or slurm, k8s/N) of every study this run takes (see --llem-shard).", default=None)
     parser.addini("llem_results_dir", "Default results directory of pytest-llem studies.", default=None)
     parser.addini(
         "llem_missing_engine", "fail or skip: cells whose engine cannot run here (default fail).", default="fail"
@@ -152,6 +184,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "llem_inconclusive", "pass or fail: configurations the regression gate cannot decide (default pass).", default="pass"
     )
     parser.addini("llem_limits", "Limits every cell must meet (one METRIC.max:N per line).", type="linelist", default=[])
+    group.addoption(
+        "--llem-report",
+        dest="llem_report",
+        choices=("html",),
+        default=None,
+        help="At the end of the session write each study's report into its directory: report.html (summary with"
+        " intervals and validity flags, figures, environment, gate verdicts) and plots/ (SVG, PNG). Needs"
+        " matplotlib: pip install 'pytest-llem[plot]'. Also the ini key llem_report.",
+    )
+    parser.addini("llem_report", "html: write each study's report.html at the end of the session (see --llem-report).", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -264,6 +306,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     _session(session.config).start_studies(session.items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Remember what runs next: a cell's process can then start ahead (``execution.prestart_child``)."""
+    _session(item.config).next_item = nextitem
 
 
 @pytest.hookimpl(wrapper=True)

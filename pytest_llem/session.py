@@ -26,6 +26,7 @@ from pytest_llem.study.files import is_study_file
 
 if TYPE_CHECKING:
     from pytest_llem.execution.idle_power import SessionIdlePower
+    from pytest_llem.execution.shard import ShardPlan, ShardSpec
     from pytest_llem.execution.study_run import CellOutcome, CellRef, StudyRun
     from pytest_llem.nodes import CellItem
     from pytest_llem.verdicts.compare import CompareRule
@@ -76,6 +77,7 @@ class LlemSession:
         self.compare_rules: list[CompareRule] = _compare_rules(config)
         self.missing_engine_policy()
         self.inconclusive_policy()
+        self.report_format: str | None = _report_format(config)  # --llem-report: checked before any cell runs
         self.gate_lines: list[str] = []  # the regression section of the terminal summary
         self.adaptive_lines: list[str] = []  # what adaptive cycles did, for the terminal summary
         self._studies_finished = False
@@ -87,6 +89,7 @@ class LlemSession:
         # Names this session's study directories: its workers share them, no other session does.
         self.session_id: str = workerinput.get("llem_session_id") or uuid.uuid4().hex[:12]
         self.gpu_uuid: str | None = workerinput.get("llem_gpu_uuid")
+        self.next_item: pytest.Item | None = None  # the item pytest runs after this one: its cell's process starts ahead
         self.study_dirs: list[Path] = []  # every study directory this session wrote to
         self._finalized: list[FinalizedStudy] | None = None
         # --llem-resume: study file -> the earlier run's directory it continues, and what was said.
@@ -96,6 +99,9 @@ class LlemSession:
         self._start_refused = False  # collection ended in a usage error: start no study
         # Results that could not be written (a full or read-only disk), for the terminal summary.
         self.write_problems: list[str] = []
+        # --llem-shard: this session's shard and each study's plan (see execution/shard.py).
+        self.shard_plans: dict[Path, ShardPlan] = {}
+        self.shard: ShardSpec | None = None
 
     # -- options ---------------------------------------------------------------------------
 
@@ -154,6 +160,7 @@ class LlemSession:
         cells.sort(key=lambda c: (study_rank[c.study.path], c.position))
         for slot, cell in zip(slots, cells):
             items[slot] = cell
+        self._deselect_other_shards(items, cells)
         if self.config.getoption("llem_resume") is not None:
             try:
                 self._deselect_completed(items, cells)
@@ -164,6 +171,82 @@ class LlemSession:
                     why = f"{_os_error(exc)}; {_disk_fix(exc)}, then run again"
                     raise pytest.UsageError(f"--llem-resume: cannot take up the earlier run: {why}") from None
                 raise
+
+    def _deselect_other_shards(self, items: list[pytest.Item], cells: list[CellItem]) -> None:
+        """``--llem-shard=K/N``: leave out (as ``-k`` does) the cells other shards run; ``--llem-shard-plan`` prints the plan."""
+        from pytest_llem.execution.shard import ShardError, parse_shard, parse_shard_by, plan_shards, recorded_cell_s
+
+        plan_only = bool(self.config.getoption("llem_shard_plan"))
+        sources = [
+            (self.config.getoption("llem_shard"), "--llem-shard"),
+            (os.environ.get("LLEM_SHARD"), "LLEM_SHARD"),
+            (self.config.getini("llem_shard"), "ini llem_shard"),
+        ]
+        text, source = next(((t, s) for t, s in sources if t), (None, ""))
+        if text is None:
+            if plan_only:
+                raise pytest.UsageError("--llem-shard-plan prints the plan of --llem-shard=K/N (or N): give it the shards")
+            return
+        costs = self.config.getoption("llem_shard_costs")
+        try:
+            spec = parse_shard(str(text), source, plan_only=plan_only)
+            by = parse_shard_by(self.config.getoption("llem_shard_by") or "config", "--llem-shard-by")
+            recorded = recorded_cell_s(self.config.invocation_params.dir / costs) if costs else {}
+        except ShardError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        for study in {cell.study.path: cell.study for cell in cells}.values():
+            if by == "cell" and study.execution.adaptive:
+                raise pytest.UsageError(
+                    f"--llem-shard-by=cell would split the cycles of {study.path.name}'s configurations over machines,"
+                    " but its adaptive cycles (execution.target_ci_pct) decide per configuration from all of them;"
+                    " shard it by configuration (the default)"
+                )
+            self.shard_plans[study.path] = plan_shards(study, spec.count, by, recorded)
+        if plan_only:
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            lines = [line for plan in self.shard_plans.values() for line in plan.table()]
+            if reporter is not None:
+                for line in lines:
+                    reporter.write_line(line)
+            self._start_refused = True  # pytest calls pytest_collection_finish even after exit: start nothing
+            pytest.exit("llem: shard plan printed (--llem-shard-plan); no cell was run", returncode=0)
+        self.shard = spec
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            found = as_cell(item)
+            plan = self.shard_plans.get(found.study.path) if found is not None else None
+            theirs = plan is not None and found is not None and not plan.holds(spec.index, found.configuration.config_id, found.cycle)
+            (drop if theirs else keep).append(item)
+        if drop:
+            self.config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    def _check_resumed_shard(self, study_dir: Path | None) -> None:
+        """A shard resumes only its own directory: another shard's (or a whole run's) would mix two cell sets."""
+        from pytest_llem.execution.shard import read_shard_file
+
+        if study_dir is None:
+            return
+        held = (read_shard_file(study_dir) or {}).get("shard")
+        ours = self.shard.label if self.shard is not None else None
+        if held != ours:
+            what = f"shard {held}" if held else "a whole (unsharded) run"
+            raise pytest.UsageError(
+                f"--llem-resume: {study_dir} holds {what}, and this session runs {f'shard {ours}' if ours else 'the whole study'};"
+                " name the directory of the same shard with --llem-resume=DIR (or run the shard anew and merge that)"
+            )
+
+    def _write_shard(self, path: Path, study_dir: Path) -> None:
+        """A shard's study directory says which shard it holds (``_study-artefacts/shard.json``, read by merge)."""
+        if self.shard is None or path not in self.shard_plans:
+            return
+        from pytest_llem.execution.shard import write_shard_file
+
+        try:
+            write_shard_file(study_dir, self.shard_plans[path], self.shard.index, self.shard.source)
+        except OSError as exc:
+            self.write_problems.append(f"{study_dir}: which shard it holds could not be written: {_os_error(exc)}")
 
     def _deselect_completed(self, items: list[pytest.Item], cells: list[CellItem]) -> None:
         """``--llem-resume``: find each study's earlier run and leave out the cells it completed."""
@@ -185,6 +268,7 @@ class LlemSession:
                 plan = find_resume(cell.study, self.results_root(cell), explicit)
             except ResumeRefused as exc:
                 raise pytest.UsageError(f"--llem-resume: {exc}") from None
+            self._check_resumed_shard(plan.study_dir)
             self.resume_lines.append(plan.note)
             if plan.study_dir is not None:
                 self.resume_dirs[path] = plan.study_dir
@@ -229,6 +313,7 @@ class LlemSession:
                     why = f"{_os_error(exc)}; {_disk_fix(exc)}, then run again"
                     raise pytest.UsageError(f"cannot resume the study in {self.resume_dirs[path]}: {why}") from None
                 self.study_dirs.append(self.resume_dirs[path])
+                self._write_shard(path, self.resume_dirs[path])
                 continue
             root = self.results_root(cells[0])
             try:
@@ -243,6 +328,7 @@ class LlemSession:
                 ) from None
             self.runs[path] = run
             self.study_dirs.append(run.study_dir)
+            self._write_shard(path, run.study_dir)
 
     @staticmethod
     def _freeze_large_collections(items: list[pytest.Item]) -> None:
@@ -283,8 +369,12 @@ class LlemSession:
         run = self.runs[cell.study.path]
         ref = _cell_ref(cell)
         progress = CellProgress(self.config, cell.nodeid)
+        following = as_cell(self.next_item) if self.next_item is not None else None
+        next_engine = following.configuration.engine if following is not None else None
         try:
-            outcome = run.run_cell(ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress)
+            outcome = run.run_cell(
+                ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress, next_engine=next_engine
+            )
         except CellEngineUnavailable as exc:
             if self.missing_engine_policy() == "skip":
                 self._note_write_problem(run.skip(ref, f"engine unavailable: {exc}"))
@@ -460,6 +550,10 @@ class LlemSession:
         if self._studies_finished:
             return
         self._studies_finished = True
+        if self.runs:
+            from pytest_llem.runner.spare import POOL
+
+            POOL.close()  # a spare started for a cell that will not come
         for run in self.runs.values():
             self._note_write_problem(run.finish())  # a disk that takes no writes: said in the summary
         workeroutput: dict[str, Any] | None = getattr(self.config, "workeroutput", None)
@@ -576,9 +670,32 @@ class LlemSession:
         for title, lines in summary_sections(self.finalized(), self.gate_lines, self.adaptive_lines, compared_with):
             terminalreporter.write_sep("-", title)
             write(lines)
+        if self.report_format:
+            written, failed = self.write_reports()
+            if written:
+                terminalreporter.write_sep("-", "llem: report")
+                write(written)
+            if failed:  # the tests' outcome stands: a report is a reading of results already on disk
+                terminalreporter.write_sep("-", "llem: report not written", red=True)
+                write(failed)
         if self.write_problems:
             terminalreporter.write_sep("-", "llem: results not written", red=True)
             write(list(dict.fromkeys(self.write_problems)))
+
+    def write_reports(self) -> tuple[list[str], list[str]]:
+        """``--llem-report=html``: each study's report.html; (lines naming the pages, lines saying what failed)."""
+        from pytest_llem.report.study_report import write_study_report
+
+        written: list[str] = []
+        failed: list[str] = []
+        for study in self.finalized():
+            try:
+                page = write_study_report(study.result, self.gate_lines).page
+            except Exception as exc:  # noqa: BLE001 - any failure is reported, none fails the session's tests
+                failed.append(f"{study.result.study_dir}: {type(exc).__name__}: {exc}")
+            else:
+                written.append(f"report: {page}")
+        return written, failed
 
     # -- pytest-xdist: one GPU and one stamp per worker (the hooks are in xdist.py) ----------
 
@@ -670,3 +787,20 @@ def _compare_rules(config: pytest.Config) -> list[CompareRule]:
         return [parse_rule(text) for text in config.getoption("llem_compare_fail")]
     except LimitSyntaxError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _report_format(config: pytest.Config) -> str | None:
+    """``--llem-report``, else the ini key; html without matplotlib is a usage error naming the extra."""
+    chosen = config.getoption("llem_report") or config.getini("llem_report") or None
+    if chosen is None:
+        return None
+    if chosen != "html":
+        raise pytest.UsageError(f"llem_report must be 'html', got {chosen!r}")
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise pytest.UsageError(
+            "--llem-report=html draws its figures with matplotlib, which is not installed:"
+            " pip install 'pytest-llem[plot]' (or pip install matplotlib)"
+        )
+    return str(chosen)

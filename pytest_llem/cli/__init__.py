@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pytest_llem.cli import compare, doctor, ls, repair, schema, show
+from pytest_llem.cli import compare, doctor, export, ls, merge, recommend, repair, report, schema, show, submit
 from pytest_llem.cli.common import UsageProblem
 
 PROG = "python -m pytest_llem"
-COMMANDS = (ls, show, compare, doctor, repair, schema)
+COMMANDS = (ls, show, compare, doctor, repair, schema, merge, submit, recommend, export, report)
 DESCRIPTION = (
     "pytest-llem's everyday commands: list, show and compare study results, check what this machine can "
     "measure, print the study file schema. Studies themselves run under pytest: pytest STUDY.llem.yaml."

@@ -22,6 +22,7 @@ from typing import Any
 
 from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.errors import CellError, ResultsWriteError
+from pytest_llem.execution.cell_process import CellProcess
 from pytest_llem.execution.idle_power import SessionIdlePower
 from pytest_llem.results.manifest import Manifest
 from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement
@@ -117,6 +118,11 @@ def _manifest_entry(study: Study, cell: CellRef) -> dict[str, Any]:
     }
 
 
+def _timeline_parts(report: ChildReport[CellMeasurement]) -> dict[str, dict[str, float]]:
+    """What was timed within the timeline's phases: the engine's load parts, the runner's own."""
+    return {"load": report.measurement.load_parts_s or {}, **report.parts}
+
+
 def _header(study: Study, timeout_override: float | None) -> dict[str, Any]:
     """The manifest's fields about the study as a whole."""
     ex = study.execution
@@ -206,18 +212,31 @@ class StudyRun:
 
     def run_cell(
         self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
-        gpu_uuid: str | None = None, on_phase: PhaseListener | None = None,
+        gpu_uuid: str | None = None, on_phase: PhaseListener | None = None, next_engine: str | None = None,
     ) -> CellOutcome:  # fmt: skip
         """Run one cell in its own process and write its record; raise CellError on failure.
 
         The phases: pause (the study's gaps), make sure the idle baseline is fresh, run the
         child, then turn its measurement into the record and the files beside it. Each is marked
         on the cell's :class:`PhaseClock`: its timeline goes into the record and the manifest.
+        ``next_engine``: the engine of the cell pytest runs next, whose process may start ahead
+        once this cell's window has ended (``execution.prestart_child``).
         """
         config = cell.configuration.config
         assert config is not None
         clock = PhaseClock()
         clock.mark("gap")
+        process = CellProcess(config.engine, self.study.execution, gpu_uuid, self.study.path.parent.resolve(), next_engine)
+        try:
+            return self._run_cell(cell, config, clock, process, baselines, results_root, on_phase)
+        finally:
+            process.close()
+
+    def _run_cell(
+        self, cell: CellRef, config: ExperimentConfig, clock: PhaseClock, process: CellProcess,
+        baselines: SessionIdlePower | None, results_root: Path | None, on_phase: PhaseListener | None,
+    ) -> CellOutcome:  # fmt: skip
+        process.prestart()  # its imports overlap the gap and the idle checks below
         self._pause_before(cell)
         cell_dir = self.cell_dir(cell)
         try:
@@ -232,16 +251,16 @@ class StudyRun:
                 "Nothing of this cell was measured, so nothing is lost.",
             ) from exc  # fmt: skip
         started_at = utc_iso(precise=True)
-        report = self._measure(cell, config, cell_dir, baselines, gpu_uuid, on_phase, clock)
+        report = self._measure(cell, config, cell_dir, baselines, process, on_phase, clock)
         span = (started_at, utc_iso(precise=True))  # the cell's own span: before any idle re-measurement it caused
         clock.mark("idle_drift")
         try:
             idle = self._idle_power_of(report.measurement, config, baselines, idle_reason)
         except OSError as exc:  # re-measured idle power could not be stored: the cell's figures still count
             unadjusted = CellIdlePower(baseline_unavailable_reason=f"idle power could not be stored: {os_error_text(exc)}")
-            record = self._build_record(cell, config, report, unadjusted, span, clock)
+            record = self._build_record(cell, config, report, unadjusted, span, clock, process)
             raise self._record_not_written(cell, exc, self.study_dir, record) from exc
-        record = self._write_record(cell, config, cell_dir, report, idle, span, clock)
+        record = self._write_record(cell, config, cell_dir, report, idle, span, clock, process)
         return CellOutcome(cell, "completed", record=record, cell_dir=cell_dir)
 
     def _write_failed(
@@ -313,7 +332,7 @@ class StudyRun:
 
     def _measure(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, baselines: SessionIdlePower | None,
-        gpu_uuid: str | None, on_phase: PhaseListener | None = None, clock: PhaseClock | None = None,
+        process: CellProcess, on_phase: PhaseListener | None = None, clock: PhaseClock | None = None,
     ) -> ChildReport[CellMeasurement]:  # fmt: skip
         """The cell's child, from spawn to measurement; a failure is recorded (with its timeline) and re-raised."""
         ex = self.study.execution
@@ -330,9 +349,12 @@ class StudyRun:
                 CellMeasurement,
                 timeout_s=self.timeout_override or ex.experiment_timeout_seconds,
                 startup_timeout_s=ex.startup_timeout_seconds,
-                gpu_uuid=gpu_uuid,
-                on_phase=on_phase,
+                gpu_uuid=process.gpu_uuid,
+                on_phase=process.listener(on_phase),
                 clock=clock,
+                env=process.env,
+                spare=process.take_spare(),
+                teardown=process.teardown,
             )
         except CellError as exc:
             # The time a failed cell took is the study's too: its timeline says where it went.
@@ -398,12 +420,12 @@ class StudyRun:
 
     def _build_record(
         self, cell: CellRef, config: ExperimentConfig, report: ChildReport[CellMeasurement], idle: CellIdlePower,
-        span: tuple[str, str], clock: PhaseClock,
+        span: tuple[str, str], clock: PhaseClock, process: CellProcess,
     ) -> dict[str, Any]:  # fmt: skip
         config_hash = cell.configuration.config_hash
         assert config_hash is not None
         measurement = report.measurement
-        timeline = clock.phases({"load": measurement.load_parts_s})
+        timeline = clock.phases(_timeline_parts(report))
         identity = CellIdentity(
             study_name=self.study.name,
             study_design_hash=self.study.design_hash,
@@ -416,6 +438,7 @@ class StudyRun:
             cell_ended_at=span[1],
             timeline=timeline,
             timeline_total_s=sum(p.seconds for p in timeline),
+            cell_process=process.describe(),
         )
         return build_result(
             experiment_id=cell.experiment_id(self.study),
@@ -429,7 +452,7 @@ class StudyRun:
 
     def _write_record(
         self, cell: CellRef, config: ExperimentConfig, cell_dir: Path, report: ChildReport[CellMeasurement],
-        idle: CellIdlePower, span: tuple[str, str], clock: PhaseClock,
+        idle: CellIdlePower, span: tuple[str, str], clock: PhaseClock, process: CellProcess,
     ) -> dict[str, Any]:  # fmt: skip
         """result.json and effective_config.json, then the manifest says the cell completed.
 
@@ -438,7 +461,7 @@ class StudyRun:
         The manifest's entry gets the cell's whole timeline: the record's, then ``result_write``
         (up to that last manifest write, which cannot time itself).
         """
-        record = self._build_record(cell, config, report, idle, span, clock)
+        record = self._build_record(cell, config, report, idle, span, clock, process)
         clock.mark("result_write")
         measurement = report.measurement
         result_path = cell_dir / RESULT_NAME
@@ -470,7 +493,7 @@ class StudyRun:
                 mj_per_tok_total=record["mj_per_tok_total"],
                 avg_tokens_per_second=record["avg_tokens_per_second"],
                 total_inference_time_sec=record["total_inference_time_sec"],
-                timeline=timeline_json(clock.phases({"load": report.measurement.load_parts_s})),
+                timeline=timeline_json(clock.phases(_timeline_parts(report))),
             )
         except OSError as exc:
             raise self._write_failed(

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from pytest_llem.errors import ResultsNotFound, ResultsUnreadable
 from pytest_llem.results.manifest import MANIFEST_NAME
+from pytest_llem.results.validity import record_validity
 
 #: The fixed columns of :meth:`StudyResult.to_rows`, in order: the cell, then its headline
 #: figures (dotted names such as ``ttft_s.median`` reach into the record's nested summaries).
@@ -63,13 +65,25 @@ class StudyResult:
     study_dir: Path
     manifest: dict[str, Any] = field(repr=False)
     failed_experiments: list[dict[str, Any]] = field(default_factory=list)
+    #: The studies the records come from, oldest first (one for a single study).
+    studies: list[StudySource] = field(default_factory=list, repr=False)
+    #: Records left out of a merge because another study held the same cell (see :func:`load_results`).
+    duplicates: list[Duplicate] = field(default_factory=list, repr=False)
+    #: Records left out by ``exclude_flagged=True``, each with its ``validity`` flags.
+    excluded_flagged: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __repr__(self) -> str:
+        merged = f", studies={len(self.studies)}" if len(self.studies) > 1 else ""
         return (
             f"StudyResult(study_name={self.study_name!r}, study_dir={str(self.study_dir)!r},"
             f" completed={len(self.experiments)}, failed={len(self.failed_experiments)},"
-            f" skipped={len(self.skipped_experiments)})"
+            f" skipped={len(self.skipped_experiments)}{merged})"
         )
+
+    def source_of(self, index: int) -> StudySource | None:
+        """The study that ``experiments[index]`` came from (by its ``result.json`` path)."""
+        path = self.result_files[index]
+        return next((s for s in self.studies if s.study_dir in path.parents), None)
 
     def records(self, status: str | None = "completed") -> list[dict[str, Any]]:
         """Records of the cells with ``status``.
@@ -108,6 +122,78 @@ class StudyResult:
 
 
 ResultT = TypeVar("ResultT", bound=StudyResult)
+
+
+@dataclass(frozen=True)
+class StudySource:
+    """One study of a (merged) result: where it is, what it is, when it started, how many records it gave."""
+
+    study_dir: Path
+    study_name: str
+    study_design_hash: str | None
+    start_time: str
+    n_records: int
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A record left out of a merge: another study holds the same cell (:data:`IDENTITY_FIELDS`).
+
+    The newer study's record is kept (``kept``, ``dropped``: the two ``result.json`` paths).
+    ``differing`` names the headline figures on which the two disagree; empty when the same
+    record was simply found twice (a study passed twice, or copied).
+    """
+
+    key: tuple[str, ...]
+    kept: Path
+    dropped: Path
+    differing: tuple[str, ...]
+
+
+#: What makes two records the same cell: its id and configuration hash, and the hardware, host
+#: and software it ran on (one study run on an H100 and on an H200 gives two cells, not one).
+IDENTITY_FIELDS: tuple[str, ...] = ("experiment_id", "measurement_config_hash", "gpu_name", "engine_version", "host")
+
+#: The figures compared when two records of one cell meet: a difference is a disagreement, reported.
+AGREEMENT_FIELDS: tuple[str, ...] = (
+    "cell_started_at", "total_tokens", "total_energy_j", "total_inference_time_sec", "mj_per_tok_adjusted",
+)  # fmt: skip
+
+
+def gpu_name(record: Mapping[str, Any]) -> str | None:
+    """The GPUs a record ran on, in words: ``NVIDIA H200``, ``2x NVIDIA H200``; None for a CPU cell or an old record."""
+    gpus = record.get("gpus")
+    names = [str(g.get("name")) for g in gpus if isinstance(g, Mapping) and g.get("name")] if isinstance(gpus, list) else []
+    if not names:
+        return None
+    counts = {name: names.count(name) for name in dict.fromkeys(names)}
+    return " + ".join(name if n == 1 else f"{n}x {name}" for name, n in counts.items())
+
+
+def derived_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a record ran, as plain values: ``gpu_name``, ``gpu_count``, ``host``, ``driver_version``.
+
+    From the record's ``gpus``, ``provenance`` and ``gpu_state_start``; None where the record
+    does not say (a CPU cell, a record older than ``provenance``).
+    """
+    gpus = record.get("gpus")
+    prov = record.get("provenance")
+    prov = prov if isinstance(prov, Mapping) else {}
+    states = record.get("gpu_state_start")
+    drivers = [s.get("driver_version") for s in states if isinstance(s, Mapping)] if isinstance(states, list) else []
+    driver = prov.get("driver_version") or next((d for d in drivers if d), None)
+    return {
+        "gpu_name": gpu_name(record),
+        "gpu_count": len(gpus) if isinstance(gpus, list) else None,
+        "host": prov.get("hostname"),
+        "driver_version": driver,
+    }
+
+
+def identity_key(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The record's :data:`IDENTITY_FIELDS` as text (``gpu_name`` and ``host`` from :func:`derived_fields`)."""
+    values = {**record, **derived_fields(record)}
+    return tuple(str(values.get(name)) for name in IDENTITY_FIELDS)
 
 
 def _figure(record: Mapping[str, Any], path: str) -> Any:
@@ -246,23 +332,152 @@ def _result_file(study_dir: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
-def load_results(path: str | os.PathLike[str]) -> StudyResult:
-    """Load one study's results from disk.
+def load_results(
+    path: str | os.PathLike[str],
+    *more: str | os.PathLike[str],
+    all_studies: bool = False,
+    exclude_flagged: bool = False,
+) -> StudyResult:
+    """Load one study's results from disk, or several studies merged into one data set.
 
-    ``path`` may be
+    Each path may be
 
     * a study directory (the one holding ``manifest.json``);
     * a ``manifest.json`` file;
-    * a results directory holding several study directories: the **newest** study is loaded
-      (latest manifest ``start_time``, ties broken by directory name, which ends in the run's
-      time stamp). Pass the study directory itself to load an older one.
+    * a results directory holding several study directories: its **newest** study (latest
+      manifest ``start_time``, ties broken by directory name, which ends in the run's time
+      stamp), or, with ``all_studies=True``, every study under it, at any depth.
+
+    One path naming one study loads that study, exactly as before. Several paths, or
+    ``all_studies=True``, merge the studies into one :class:`StudyResult` (see
+    :func:`read_studies`): their records in study order (oldest first), duplicates removed.
+
+    Every record carries ``validity`` (a list of ``{"code", "message"}``,
+    :mod:`pytest_llem.results.validity`): the stored one, or, for a record written before the
+    field, the flags computed on loading. ``exclude_flagged=True`` leaves flagged records out
+    (they are kept in ``excluded_flagged``).
 
     Completed cells' records are read from their ``result.json`` in run order. Raises
     :class:`ResultsNotFound` (naming the path) when there is no manifest, or when a completed
     cell's ``result.json`` is missing, and :class:`ResultsUnreadable` when a file is not valid
     JSON. Both are :class:`~pytest_llem.errors.LlemError`.
     """
-    return read_study(path, StudyResult)
+    return read_studies((path, *more), StudyResult, all_studies=all_studies, exclude_flagged=exclude_flagged)
+
+
+def all_study_dirs(root: Path) -> list[Path]:
+    """Every study directory at any depth under ``root`` (a study's own directories are not searched)."""
+    found: list[Path] = []
+    for current, subdirs, files in os.walk(root):
+        if MANIFEST_NAME in files and current != str(root):
+            found.append(Path(current))
+            subdirs[:] = []
+        else:
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith((".", "_")))
+    return found
+
+
+def _study_dirs_of(path: Path, all_studies: bool) -> list[Path]:
+    if all_studies and path.is_dir() and not (path / MANIFEST_NAME).is_file():
+        found = all_study_dirs(path)
+        if found:
+            return found
+    return [_resolve_study_dir(path)]
+
+
+def _exclude_flagged(result: ResultT) -> ResultT:
+    kept = [(r, f) for r, f in zip(result.experiments, result.result_files) if not r.get("validity")]
+    result.excluded_flagged = [r for r in result.experiments if r.get("validity")]
+    result.experiments = [r for r, _ in kept]
+    result.result_files = [f for _, f in kept]
+    return result
+
+
+def read_studies(
+    paths: Sequence[str | os.PathLike[str]],
+    result_type: type[ResultT],
+    *,
+    all_studies: bool = False,
+    exclude_flagged: bool = False,
+) -> ResultT:
+    """Several studies as one :class:`StudyResult` of ``result_type``; one study as :func:`read_study` gives it.
+
+    The merge. Studies are taken oldest first (manifest ``start_time``), each study's records in
+    its run order; a study reached twice (named twice, or inside a results directory also named)
+    is read once. Two records are the same cell when their :data:`IDENTITY_FIELDS` agree
+    (experiment id, configuration hash, GPU name, engine version, host): the newer study's record is
+    kept, the older one is listed in ``duplicates``, and where the two disagree on a figure of
+    :data:`AGREEMENT_FIELDS` (two measurements of one cell, not one record found twice) a
+    ``UserWarning`` says how many. Records of different hardware or software stay apart, and the
+    tidy table tells them apart by ``gpu_name``, ``host``, ``engine_version``, ``driver_version``.
+
+    The merged result's ``study_name`` joins the studies' names with `` + ``; ``study_dir`` is
+    their common directory; ``study_design_hash`` and ``measurement_protocol`` are the studies'
+    when they all agree, else None and ``{}``; ``manifest`` holds every study's entries
+    (``records(status)`` works) and ``studies`` each study.
+    """
+    if not paths:
+        raise ResultsNotFound("no results path given")
+    dirs: list[Path] = []
+    for path in paths:
+        for study_dir in _study_dirs_of(Path(path), all_studies):
+            if study_dir.resolve() not in {d.resolve() for d in dirs}:
+                dirs.append(study_dir)
+    dirs.sort(key=lambda d: (_start_time(d), d.name))
+    studies = [read_study(d, result_type) for d in dirs]
+    result = studies[0] if len(studies) == 1 else _merge(studies, result_type)
+    return _exclude_flagged(result) if exclude_flagged else result
+
+
+def _merge(studies: list[ResultT], result_type: type[ResultT]) -> ResultT:
+    """``studies`` (oldest first) as one result, later studies' records winning duplicates."""
+    kept: dict[tuple[str, ...], tuple[dict[str, Any], Path]] = {}
+    duplicates: list[Duplicate] = []
+    for study in studies:
+        for record, path in zip(study.experiments, study.result_files):
+            key = identity_key(record)
+            if key in kept:
+                old, old_path = kept.pop(key)
+                differing = tuple(name for name in AGREEMENT_FIELDS if old.get(name) != record.get(name))
+                duplicates.append(Duplicate(key=key, kept=path, dropped=old_path, differing=differing))
+            kept[key] = (record, path)
+    disagreeing = [d for d in duplicates if d.differing]
+    if disagreeing:
+        first = disagreeing[0]
+        warnings.warn(
+            f"{len(disagreeing)} cell(s) were measured in more than one study with different figures; the newer"
+            f" study's record is kept (e.g. {first.key[0]}: kept {first.kept}, left out {first.dropped}, differing"
+            f" in {', '.join(first.differing)}); see StudyResult.duplicates",
+            UserWarning,
+            stacklevel=4,
+        )
+    names = list(dict.fromkeys(s.study_name for s in studies))
+    design = {s.study_design_hash for s in studies}
+    protocols = [s.measurement_protocol for s in studies]
+    summary_keys = ("total_experiments", "completed", "failed", "skipped")
+    summary: dict[str, Any] = {
+        key: sum(int(s.summary.get(key) or 0) for s in studies) for key in summary_keys
+    }
+    summary.update(studies=len(studies), duplicates=len(duplicates), completed_after_merge=len(kept))
+    entries = [e for s in studies for e in _entries(s.manifest)]
+    try:
+        common = Path(os.path.commonpath([str(s.study_dir.resolve()) for s in studies]))
+    except ValueError:  # different drives
+        common = studies[-1].study_dir
+    return result_type(
+        experiments=[record for record, _ in kept.values()],
+        study_name=" + ".join(names),
+        study_design_hash=design.pop() if len(design) == 1 else None,
+        measurement_protocol=dict(protocols[0]) if all(p == protocols[0] for p in protocols) else {},
+        result_files=[path for _, path in kept.values()],
+        summary=summary,
+        skipped_experiments=[e for s in studies for e in s.skipped_experiments],
+        study_dir=common,
+        manifest={"study_name": " + ".join(names), "experiments": entries, "studies": [str(s.study_dir) for s in studies]},
+        failed_experiments=[e for s in studies for e in s.failed_experiments],
+        studies=[src for s in studies for src in s.studies],
+        duplicates=duplicates,
+    )
 
 
 def read_study(path: str | os.PathLike[str], result_type: type[ResultT]) -> ResultT:
@@ -288,6 +503,8 @@ def read_study(path: str | os.PathLike[str], result_type: type[ResultT]) -> Resu
             record = _read_json(result_path, f"result.json of experiment {entry.get('experiment_id')!r}")
             if not isinstance(record, dict):
                 raise ResultsUnreadable(f"{result_path} does not hold a result record (a JSON object)")
+            if not isinstance(record.get("validity"), list):  # a record older than the field: computed now
+                record["validity"] = record_validity(record)
             experiments.append(record)
             result_files.append(result_path)
         elif status == "failed":
@@ -317,4 +534,13 @@ def read_study(path: str | os.PathLike[str], result_type: type[ResultT]) -> Resu
         study_dir=study_dir,
         manifest=manifest,
         failed_experiments=failed,
+        studies=[
+            StudySource(
+                study_dir=study_dir,
+                study_name=str(manifest.get("study_name") or study_dir.name),
+                study_design_hash=manifest.get("study_design_hash"),
+                start_time=_start_time(study_dir),
+                n_records=len(experiments),
+            )
+        ],
     )

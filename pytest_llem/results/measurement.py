@@ -205,3 +205,8 @@ class CellIdentity(_Figures):
     cell_ended_at: str = Field(description="UTC, ISO 8601: when the child's measurement reached the parent.")
     timeline: list[TimelinePhase] = Field(default_factory=list, description="The cell's phases in order, parent-side clock.")
     timeline_total_s: float | None = Field(None, description="The sum of the timeline's phases.")
+    cell_process: dict[str, Any] | None = Field(
+        None,
+        description="How the cell's process started and ended (execution keys): prestarted (a spare took it),"
+        " compile_cache (mode, directory, warm: whether it held compiled entries before), teardown.",
+    )

@@ -15,6 +15,8 @@ from typing import Any
 
 from pytest_llem.config.experiment import ExperimentConfig
 from pytest_llem.results.measurement import CellIdentity, CellIdlePower, CellMeasurement, TimelinePhase
+from pytest_llem.results.provenance import provenance
+from pytest_llem.results.validity import validity_json
 
 SCHEMA_VERSION = "3.0"
 
@@ -226,8 +228,10 @@ def build_result(
         "peak_memory_bytes": m.peak_memory_bytes,
         "resident_memory_mib": m.resident_memory_mib,
         "software_versions": m.versions,
+        "provenance": provenance(identity.nodeid, m.versions),  # host, job ids, git, driver: for merged shards
         "effective_settings": m.effective_settings,
         "warnings": _warnings(m, idle, adjusted_invalid_reason),
         "config": config.model_dump(mode="json"),
     }
+    record["validity"] = validity_json(record)  # reason codes of results/validity.py: flagged cells
     return record

@@ -2,6 +2,9 @@
 
 It reads one task (:data:`~pytest_llem.runner.envelope.ChildTask`) as JSON on stdin and
 reports over the pipe ``N`` as JSON lines (:data:`~pytest_llem.runner.envelope.ChildEvent`).
+With ``--prepare ENGINE`` it is a spare, started ahead of its cell: it imports the engine's
+libraries first (no engine is loaded, no GPU touched), says ``prepared``, and only then waits
+for its task (see :mod:`pytest_llem.runner.spare`).
 Everything the engine prints goes to stdout/stderr, which the parent sends to the cell's log.
 """
 
@@ -18,6 +21,8 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:  # pydantic loads after "alive" is sent: the parent hears from the child at once
     from pydantic import BaseModel
+
+    from pytest_llem.engines.protocol import Engine
 
 
 class Channel:
@@ -41,8 +46,56 @@ class Channel:
         self.phase("measure", f"{elapsed_s:.0f}/{target_s:g} s")
 
 
-def _run(task_json: str, channel: Channel) -> BaseModel:
-    """Carry out the task and return its measurement; engines are imported only here."""
+class _Prepared:
+    """A spare child's engine, imported before its task came (or why importing it failed).
+
+    A failure is kept, not raised: the spare must wait for its task and fail *that* cell with
+    the error, as a child started for the cell would have.
+    """
+
+    def __init__(self, engine_name: str) -> None:
+        self.engine_name = engine_name
+        self.engine: Engine | None = None
+        self.error: BaseException | None = None
+        try:
+            from pytest_llem.engines.registry import create_engine
+
+            self.engine = create_engine(engine_name)
+        except BaseException as exc:  # noqa: BLE001 - reported with the task, see above
+            self.error = exc
+
+    def take(self, engine_name: str) -> Engine:
+        if engine_name != self.engine_name:  # the parent matches spares by engine: a bug if not
+            raise RuntimeError(f"a spare prepared for {self.engine_name} was handed a {engine_name} cell")
+        if self.error is not None:
+            raise self.error
+        assert self.engine is not None
+        return self.engine
+
+
+def _cuda_initialized() -> bool:
+    """Whether this process holds a CUDA context (as far as torch knows) without having asked for one."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    return bool(cuda is not None and cuda.is_initialized())
+
+
+def _move_into_cell(cell_dir: str) -> None:
+    """A spare's output goes on into the cell's log (which the parent began with the spare's own)."""
+    from pytest_llem.runner.process import LOG_NAME
+
+    os.chdir(cell_dir)
+    log_path = os.path.abspath(LOG_NAME)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+
+
+def _run(task_json: str, channel: Channel, prepared: _Prepared | None) -> tuple[BaseModel, Engine | None]:
+    """Carry out the task; its measurement, and the engine to release once that is sent."""
     from pytest_llem.runner.envelope import TASKS, CellTask, ReadyEvent
 
     task = TASKS.validate_json(task_json)
@@ -51,13 +104,21 @@ def _run(task_json: str, channel: Channel) -> BaseModel:
 
         channel.send(ReadyEvent())
         channel.phase("idle")
-        return measure_idle(task.duration_s, task.interval_s)
+        return measure_idle(task.duration_s, task.interval_s), None
+    from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
     from pytest_llem.engines.registry import create_engine
     from pytest_llem.runner.measure import measure_cell
+    from pytest_llem.runner.process import LOG_NAME
 
-    engine = create_engine(task.config.engine)  # imports the engine's libraries (torch, ...)
+    # Engines read their own log (vLLM's workers say there which attention backend they chose).
+    os.environ[CELL_LOG_VARIABLE] = os.path.join(os.path.abspath(task.cell_dir), LOG_NAME)
+    if prepared is not None:
+        _move_into_cell(task.cell_dir)
+        engine = prepared.take(task.config.engine)
+    else:
+        engine = create_engine(task.config.engine)  # imports the engine's libraries (torch, ...)
     channel.send(ReadyEvent())
-    return measure_cell(
+    measurement = measure_cell(
         task.config,
         engine=engine,
         base_dir=Path(task.base_dir),
@@ -66,6 +127,7 @@ def _run(task_json: str, channel: Channel) -> BaseModel:
         idle_reference_w=task.idle_reference_w,
         window_progress=channel.window_progress,
     )
+    return measurement, engine
 
 
 def _hold_lifeline() -> None:
@@ -100,16 +162,27 @@ def _hold_lifeline() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest_llem.runner.child")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--prepare", metavar="ENGINE", help="a spare: import ENGINE's libraries, then wait for the task")
     args = parser.parse_args(argv)
     channel = Channel(args.fd)
-    from pytest_llem.runner.envelope import AliveEvent, ErrorEvent, ResultEvent
+    from pytest_llem.runner.envelope import AliveEvent, ErrorEvent, PreparedEvent, ResultEvent
 
     channel.send(AliveEvent(pid=os.getpid()))
     try:
+        prepared = None
+        if args.prepare:
+            prepared = _Prepared(args.prepare)
+            channel.send(PreparedEvent(cuda_initialized=_cuda_initialized()))
         task_json = sys.stdin.buffer.readline().decode("utf-8")
+        if not task_json:  # a spare whose parent went away (or never needed it)
+            return 0
         _hold_lifeline()
-        measurement = _run(task_json, channel)
+        measurement, engine = _run(task_json, channel, prepared)
+        # The result first: once the parent has it, the engine's shutdown is nobody's wait
+        # (execution.teardown "kill" ends this process group without waiting for it).
         channel.send(ResultEvent(measurement=measurement.model_dump(mode="json")))
+        if engine is not None:
+            engine.release()
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a report
         traceback.print_exc()

@@ -1,8 +1,9 @@
 """What crosses the boundary between the parent and a cell's child process, typed.
 
 One task goes in on the child's stdin (:class:`CellTask` or :class:`IdleTask`, as JSON); events
-come back over a pipe as JSON lines (:data:`ChildEvent`): ``alive``, ``ready`` once the
-engine's imports are done, ``phase`` as the cell moves on, then exactly one ``result`` (the
+come back over a pipe as JSON lines (:data:`ChildEvent`): ``alive``, ``prepared`` (a spare
+child started ahead of its task, once its imports are done), ``ready`` once the engine's imports
+are done and the task is in hand, ``phase`` as the cell moves on, then exactly one ``result`` (the
 task's measurement: :class:`~pytest_llem.results.measurement.CellMeasurement` or
 :class:`IdleMeasurement`) or ``error``. Both sides use these models, so a change of shape is a
 change in one place, and the experiment is validated by the one schema that declares it.
@@ -66,6 +67,18 @@ class ReadyEvent(_Message):
     event: Literal["ready"] = "ready"
 
 
+class PreparedEvent(_Message):
+    """A child started ahead of its task (a spare) has imported its engine's libraries and waits.
+
+    ``cuda_initialized``: whether those imports created a CUDA context (torch's view). A spare
+    must not hold one: it may wait while idle power is measured, and a context alone draws tens
+    of watts. The parent stops starting spares for the session when one says yes.
+    """
+
+    event: Literal["prepared"] = "prepared"
+    cuda_initialized: bool
+
+
 class PhaseEvent(_Message):
     """The cell moved on (``phase``), or says how far it is within one (``detail``, e.g. "4/10 s")."""
 
@@ -90,7 +103,7 @@ class ErrorEvent(_Message):
     traceback: str
 
 
-AnyEvent = AliveEvent | ReadyEvent | PhaseEvent | ResultEvent | ErrorEvent
+AnyEvent = AliveEvent | PreparedEvent | ReadyEvent | PhaseEvent | ResultEvent | ErrorEvent
 #: An event from the child, told apart by ``event``.
 ChildEvent = Annotated[AnyEvent, Field(discriminator="event")]
 EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(ChildEvent)

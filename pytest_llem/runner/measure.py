@@ -407,6 +407,8 @@ def _software_versions() -> dict[str, str | None]:
     for module in ("torch", "transformers", "vllm", "tensorrt_llm", "pynvml", "zeus"):
         mod = sys.modules.get(module)
         versions[module] = getattr(mod, "__version__", None) if mod is not None else None
+    torch_version = getattr(sys.modules.get("torch"), "version", None)
+    versions["cuda_runtime"] = getattr(torch_version, "cuda", None)  # the CUDA torch was built for; None on CPU builds
     return versions
 
 
@@ -478,5 +480,4 @@ def measure_cell(
         versions=_software_versions(),
         warnings=instruments.warnings + _warmup_warnings(warmup) + closing.warnings,
     )
-    engine.release()
-    return measurement
+    return measurement  # the caller releases the engine, after the measurement is safe with the parent

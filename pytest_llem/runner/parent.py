@@ -13,20 +13,15 @@ child that dies or stalls while starting fail in seconds instead of at the cell'
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from pytest_llem.engines.protocol import CELL_LOG_VARIABLE
 from pytest_llem.errors import (
     CellCrashed,
     CellEngineUnavailable,
@@ -37,19 +32,33 @@ from pytest_llem.errors import (
 from pytest_llem.results.measurement import TimelinePhase
 from pytest_llem.results.redaction import scrub_file, scrub_text
 from pytest_llem.runner.envelope import (
-    EVENTS,
     AliveEvent,
     AnyEvent,
     CellTask,
     ErrorEvent,
     IdleTask,
     PhaseEvent,
+    PreparedEvent,
     ReadyEvent,
     ResultEvent,
 )
+from pytest_llem.runner.process import (
+    LOG_NAME,
+    EventChannel,
+    child_environment,
+    close_quietly,
+    describe_exit,
+    group_members,
+    kill_group,
+    spawn_child,
+    wait_gpu_released,
+)
+from pytest_llem.runner.spare import POOL, SpareChild
 
-LOG_NAME = "child.log"
-KILL_GRACE_SECONDS = 5.0
+#: How a cell's processes end once its result is in: "kill" at once, or "graceful" (the
+#: engine shuts itself down, up to :data:`GRACEFUL_EXIT_SECONDS`). See ``execution.teardown``.
+Teardown = Literal["kill", "graceful"]
+GRACEFUL_EXIT_SECONDS = 60.0
 
 MeasurementT = TypeVar("MeasurementT", bound=BaseModel)
 
@@ -61,6 +70,9 @@ class ChildReport(Generic[MeasurementT]):
     measurement: MeasurementT
     wall_time_s: float
     phases: list[str] = field(default_factory=list)
+    #: What was timed within the parent's own phases ("spawn": a spare's head start; "teardown":
+    #: the wait for the GPU to let go of the killed processes), for the timeline.
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def log_tail(log_path: Path, max_lines: int = 40) -> str:
@@ -70,95 +82,6 @@ def log_tail(log_path: Path, max_lines: int = 40) -> str:
     except OSError:
         return ""
     return scrub_text("\n".join(lines[-max_lines:]))
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the child's whole process group, then make sure nothing of it survives."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break
-        if wait is None:
-            break
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; its engine workers may not be.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _close_quietly(stream: IO[bytes] | None) -> None:
-    """Close the child's lifeline; a child that already died leaves a broken pipe, which is fine."""
-    if stream is None:
-        return
-    try:
-        stream.close()
-    except OSError:
-        pass
-
-
-def child_environment(gpu_uuid: str | None, log_path: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if log_path is not None:
-        env[CELL_LOG_VARIABLE] = str(log_path.resolve())  # the child runs in the cell directory
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keeps child.log readable
-    if gpu_uuid:
-        env["CUDA_VISIBLE_DEVICES"] = gpu_uuid
-    # GPU indices mean NVML's order (PCI bus) throughout pytest-llem; CUDA's default order is
-    # fastest first, so on a host with mixed GPUs "cuda:0" and the meter's GPU could differ.
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    return env
-
-
-class _Channel:
-    """JSON lines from the child, read without blocking past a deadline."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buffer = b""
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(fd, selectors.EVENT_READ)
-        self.closed = False
-
-    def read(self, timeout: float) -> list[AnyEvent]:
-        if self.closed:
-            time.sleep(min(timeout, 0.05))
-            return []
-        if self._selector.select(timeout=max(timeout, 0.0)):
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                self.closed = True
-            self._buffer += chunk
-        events = []
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            if line.strip():
-                events.append(EVENTS.validate_json(line))
-        return events
-
-    def close(self) -> None:
-        self._selector.close()
-        os.close(self._fd)
 
 
 #: Hears a child's progress: ``(phase, detail)``, e.g. ``("measure", "4/10 s")``.
@@ -211,10 +134,14 @@ class _Progress:
     failure: ErrorEvent | None = None
     on_phase: PhaseListener | None = None
     clock: PhaseClock = field(default_factory=PhaseClock)
+    #: A spare handed over before it said "prepared" says it here: did its imports make a CUDA context?
+    spare_cuda_initialized: bool = False
 
     def take(self, events: list[AnyEvent]) -> None:
         for event in events:
-            if isinstance(event, AliveEvent):
+            if isinstance(event, PreparedEvent):
+                self.spare_cuda_initialized = event.cuda_initialized
+            elif isinstance(event, AliveEvent):
                 self.clock.mark("imports")  # the interpreter is up; the engine's libraries load until "ready"
             elif isinstance(event, ReadyEvent):
                 self.ready = True
@@ -249,28 +176,8 @@ class _Progress:
         return f"during {self.phases[-1]}" if self.ready and self.phases else "during start-up (imports, device setup)"
 
 
-def _spawn(task: CellTask | IdleTask, cell_dir: Path, gpu_uuid: str | None) -> tuple[subprocess.Popen[bytes], _Channel, Path]:
-    """Start the child in its own session, hand it the task, and open its report pipe."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cell_dir / LOG_NAME
-    read_fd, write_fd = os.pipe()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_llem.runner.child", "--fd", str(write_fd)],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            env=child_environment(gpu_uuid, log_path),
-            cwd=str(cell_dir),
-        )
-    os.close(write_fd)
-    return proc, _Channel(read_fd), log_path
-
-
 def _follow(
-    proc: subprocess.Popen[bytes], channel: _Channel, progress: _Progress, started: float, timeout_s: float, startup_timeout_s: float
+    proc: subprocess.Popen[bytes], channel: EventChannel, progress: _Progress, started: float, timeout_s: float, startup_timeout_s: float
 ) -> CellError | None:
     """Read events until the task's outcome, a deadline, or the child's death; the error, if any."""
     while True:
@@ -295,7 +202,7 @@ def _follow(
             if progress.done:
                 return None
             cls = CellCrashed if progress.ready else CellStartupFailed
-            return cls(f"the child process {_describe_exit(proc.returncode)} {progress.stage}")
+            return cls(f"the child process {describe_exit(proc.returncode)} {progress.stage}")
 
 
 def run_in_child(
@@ -308,6 +215,9 @@ def run_in_child(
     gpu_uuid: str | None = None,
     on_phase: PhaseListener | None = None,
     clock: PhaseClock | None = None,
+    env: dict[str, str] | None = None,
+    spare: SpareChild | None = None,
+    teardown: Teardown = "graceful",
 ) -> ChildReport[MeasurementT]:
     """Run one task in a spawned child; return its measurement as ``result_type``, or raise a :class:`CellError`.
 
@@ -316,32 +226,56 @@ def run_in_child(
     as it comes ("ready", "load", ..., "measure" with detail "4/10 s"), for a progress line.
     ``clock`` hears the phases' starts: "spawn", "imports" (once the interpreter is up), the
     child's phases, "teardown" (once the outcome is in, until the process group is gone).
+
+    ``env``: the child's environment (default :func:`child_environment` of ``gpu_uuid``); a
+    ``spare`` started with that same environment becomes the child instead of a new process.
+    ``teardown``: once the result is in, "kill" ends the process group at once and waits for
+    the GPU to let go of it; "graceful" lets the engine shut down first.
     """
     started = time.monotonic()
     clock = clock if clock is not None else PhaseClock()
     clock.mark("spawn", at=started)
-    proc, channel, log_path = _spawn(task, cell_dir, gpu_uuid)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    log_path = cell_dir / LOG_NAME
     progress = _Progress(on_phase=on_phase, clock=clock)
+    parts: dict[str, dict[str, float]] = {}
+    if spare is not None:
+        proc, channel = spare.proc, spare.channel
+        parts["spawn"] = spare.hand_over(log_path)
+        if spare.prepared_at is None:
+            clock.mark("imports")  # the spare is still importing: the rest of it is this cell's wait
+        progress.take(spare.pending)
+    else:
+        proc, channel = spawn_child([], log_path, cell_dir, env if env is not None else child_environment(gpu_uuid))
     error: CellError | None = None
     interrupted = True  # until the loop below ends normally: Ctrl-C must not wait for the cell
     try:
         assert proc.stdin is not None
         # One line, and the pipe stays open: it is the child's lifeline (see child._hold_lifeline).
-        proc.stdin.write(task.model_dump_json().encode("utf-8") + b"\n")
-        proc.stdin.flush()
-        error = _follow(proc, channel, progress, started, timeout_s, startup_timeout_s)
+        try:
+            proc.stdin.write(task.model_dump_json().encode("utf-8") + b"\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child is gone already: _follow finds out how, from its exit
+        error = _follow(proc, channel, progress, time.monotonic(), timeout_s, startup_timeout_s)
         interrupted = False
     finally:
         clock.mark("teardown")  # already marked when the outcome arrived; not when a deadline passed
-        if error is None and not interrupted:
+        finished = error is None and not interrupted
+        if finished and teardown == "graceful":
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=GRACEFUL_EXIT_SECONDS)
             except subprocess.TimeoutExpired:
                 pass
-        _kill_group(proc)  # nothing of the cell may outlive it (engine worker processes)
+        members = group_members(proc.pid) if finished and teardown == "kill" else set()
+        kill_group(proc, grace_s=0 if teardown == "kill" and finished else 5.0)  # nothing of the cell may outlive it
+        if members:
+            parts["teardown"] = {"gpu_release_wait_s": wait_gpu_released(members)}
         scrub_file(log_path)  # the child wrote its log itself, secrets and all; nothing writes to it now
         channel.close()
-        _close_quietly(proc.stdin)
+        close_quietly(proc.stdin)
+        if spare is not None and progress.spare_cuda_initialized:
+            POOL.disable_for_cuda(spare.engine)  # harmless here (the cell's own process), not in a waiting spare
     if progress.failure is not None:
         error = _child_error(progress.failure)
     if error is not None:
@@ -356,7 +290,9 @@ def run_in_child(
         invalid.log_tail = log_tail(log_path)
         invalid.phases = progress.phases
         raise invalid from None
-    return ChildReport(measurement=measurement, wall_time_s=time.monotonic() - started, phases=progress.phases)
+    return ChildReport(
+        measurement=measurement, wall_time_s=time.monotonic() - started, phases=progress.phases, parts=parts
+    )
 
 
 def _child_error(failure: ErrorEvent) -> CellError:

@@ -36,6 +36,25 @@ class ExecutionConfig(StrictModel):
     startup_timeout_seconds: float = Field(
         300.0, gt=0.0, le=DAY_S, description="Time allowed for the child's imports and device setup (handshake)."
     )
+    prestart_child: bool = Field(
+        True,
+        description="Start the next cell's process ahead, once the previous cell's measured window has ended (or"
+        " before the first cell), so its imports are done when the cell begins. It imports libraries only: no"
+        " engine, no model, no CUDA context. false: every cell starts its process when it begins.",
+    )
+    teardown: Literal["kill", "graceful"] = Field(
+        "kill",
+        description="kill: once the cell's result is with pytest, its processes are killed at once and pytest waits"
+        " until the GPU has let go of them. graceful: the engine shuts itself down first (vLLM: a few seconds).",
+    )
+    compile_cache: str = Field(
+        "auto",
+        min_length=1,
+        max_length=4096,
+        description="Where engines keep compiled graphs and kernels across cells and runs. auto: pytest-llem's cache,"
+        " one directory per set of library versions; cold: an empty directory per cell (every start is a first"
+        " start); engine: each library's own default; else a directory (relative to the study file).",
+    )
     target_ci_pct: float | None = Field(
         None,
         gt=0.0,

@@ -17,7 +17,10 @@ broken cells:
 * ``stub-oom``: loading raises ``torch.OutOfMemoryError`` as CUDA would.
 
 ``LLEM_STUB_IMPORT=exit`` makes the import itself kill the process (a child dying during
-start-up); ``LLEM_STUB_IMPORT=hang`` makes it stall there.
+start-up); ``LLEM_STUB_IMPORT=hang`` makes it stall there; ``LLEM_STUB_IMPORT=cuda`` makes torch
+say a CUDA context exists (as a library that initialises CUDA on import would).
+``LLEM_STUB_RELEASE_SLEEP=S``: the model's teardown takes S seconds, then writes ``released`` in
+the working directory (an engine's slow graceful shutdown).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ if _on_import == "exit":
     os._exit(3)
 if _on_import == "hang":
     time.sleep(3600)
+if _on_import == "cuda":
+    torch.cuda.is_initialized = lambda: True
 
 
 class GenerationConfig(SimpleNamespace):
@@ -76,6 +81,13 @@ class _Model(torch.nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.proj.weight.dtype
+
+    def __del__(self) -> None:
+        delay = os.environ.get("LLEM_STUB_RELEASE_SLEEP")
+        if delay:
+            time.sleep(float(delay))
+            with open("released", "w", encoding="utf-8"):
+                pass
 
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config: Any, streamer: Any = None

@@ -1,0 +1,92 @@
+"""How a cell's process is started and ended: the study's ``execution`` keys, applied.
+
+``prestart_child`` (a spare whose imports are done, see :mod:`pytest_llem.runner.spare`),
+``compile_cache`` (see :mod:`pytest_llem.runner.compile_cache`) and ``teardown`` (see
+:func:`pytest_llem.runner.parent.run_in_child`). None of them acts inside a measured window: a
+spare for the next cell is started only once this cell's window has ended (its ``report``
+phase), and it imports libraries only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_llem.runner.compile_cache import CompileCache, compile_cache_for
+from pytest_llem.runner.parent import PhaseListener, Teardown
+from pytest_llem.runner.process import child_environment
+from pytest_llem.runner.spare import POOL, SpareChild
+from pytest_llem.study.schema import ExecutionConfig
+
+#: The child's phase that begins once its measured window has ended.
+AFTER_WINDOW = "report"
+
+
+@dataclass
+class CellProcess:
+    """One cell's process settings: its environment, its compile cache, a spare to take over."""
+
+    engine: str
+    execution: ExecutionConfig
+    gpu_uuid: str | None
+    base_dir: Path
+    next_engine: str | None = None
+    cache: CompileCache = field(init=False)
+    env: dict[str, str] = field(init=False)
+    spare: SpareChild | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.cache = compile_cache_for(self.execution.compile_cache, self.base_dir)
+        self.env = self._environment(self.cache)
+
+    def _environment(self, cache: CompileCache) -> dict[str, str]:
+        return child_environment(self.gpu_uuid, extra=cache.environment(dict(os.environ)))
+
+    @property
+    def spares_apply(self) -> bool:
+        """Spares need an environment known ahead; a cold cache is new for every cell."""
+        return self.execution.prestart_child and self.execution.compile_cache != "cold"
+
+    def prestart(self) -> None:
+        """Before the cell's idle checks: have its own spare importing, if none is (the first cell)."""
+        if self.spares_apply:
+            POOL.start(self.engine, self.env)
+
+    def take_spare(self) -> SpareChild | None:
+        """The spare that becomes this cell's process, if one matches it."""
+        self.spare = POOL.take(self.engine, self.env) if self.spares_apply else None
+        return self.spare
+
+    @property
+    def teardown(self) -> Teardown:
+        return self.execution.teardown
+
+    def listener(self, on_phase: PhaseListener | None) -> PhaseListener:
+        """``on_phase``, plus: once this cell's window has ended, start the next cell's spare."""
+        started = False
+
+        def hear(phase: str, detail: str | None) -> None:
+            nonlocal started
+            if phase == AFTER_WINDOW and not started and self.next_engine is not None and self.spares_apply:
+                started = True
+                # The next cell of this study shares this cell's cache directory and environment;
+                # one of another study or GPU would not match, and is discarded when it comes.
+                POOL.start(self.next_engine, self.env)
+            if on_phase is not None:
+                on_phase(phase, detail)
+
+        return hear
+
+    def describe(self) -> dict[str, Any]:
+        """For the record: how this cell's process started and ended."""
+        return {
+            "prestarted": self.spare is not None,
+            "prestart_disabled_reason": POOL.disabled_reason,
+            "compile_cache": self.cache.describe(),
+            "teardown": self.execution.teardown,
+        }
+
+    def close(self) -> None:
+        self.cache.cleanup()

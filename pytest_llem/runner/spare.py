@@ -1,0 +1,144 @@
+"""A spare child: the next cell's process, started ahead with its engine's libraries imported.
+
+A cell's process spends seconds to tens of seconds importing torch and its engine (vLLM: about
+19 s on an H200 host) before it can load anything. None of that touches a GPU, so it can happen
+while the previous cell finishes (its report, teardown and record) or while idle power is
+measured. The pool holds at most one spare per pytest process; the cell that comes next takes it
+if it matches, else it is discarded and the cell starts its own process as before.
+
+What keeps this honest:
+
+* The spare is a fresh interpreter that has only imported libraries: no engine was loaded, no
+  model built, no CUDA context made (it says so: ``prepared`` carries ``cuda_initialized``, and
+  one that says yes ends spares for the session). Nothing of another configuration can be in it.
+* It is started only once the previous cell's measured window has ended (phase ``report``), or
+  before the first cell, so it never runs beside a window of this process.
+* It matches only a cell of the same engine whose process environment would be identical
+  (GPU, compile cache, every variable): a changed environment discards it.
+* It holds the same lifeline as any child (its stdin), so it dies with pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_llem.runner.envelope import AliveEvent, AnyEvent, PreparedEvent
+from pytest_llem.runner.process import EventChannel, close_quietly, kill_group, spawn_child
+
+
+@dataclass
+class SpareChild:
+    """One child started with ``--prepare ENGINE``, waiting for its task."""
+
+    engine: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    channel: EventChannel
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+    prepared_at: float | None = None
+    cuda_initialized: bool = False
+    pending: list[AnyEvent] = field(default_factory=list)
+
+    def poll(self) -> None:
+        """Take in what the spare said so far, without waiting."""
+        for event in self.channel.read(0.0):
+            if isinstance(event, PreparedEvent):
+                self.prepared_at = time.monotonic()
+                self.cuda_initialized = event.cuda_initialized
+            elif not isinstance(event, AliveEvent):
+                self.pending.append(event)  # nothing else comes before the task; kept for the cell if it does
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None and not self.channel.closed
+
+    def hand_over(self, cell_log: Path) -> dict[str, float]:
+        """Make the spare the cell's process: its log so far becomes the start of the cell's log.
+
+        The spare moves its own output into ``cell_log`` once it reads its task, so the caller
+        writes the task right after this. Returns what the timeline says of the start it saved.
+        """
+        self.poll()
+        cell_log.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.log_path, cell_log)
+        self.log_path.unlink(missing_ok=True)
+        now = time.monotonic()
+        parts = {"prestarted_s_before": now - self.started}
+        if self.prepared_at is not None:
+            parts["prestart_imports_s"] = self.prepared_at - self.started
+        return parts
+
+    def discard(self) -> None:
+        close_quietly(self.proc.stdin)  # end-of-file: a spare that never got a task exits by itself
+        kill_group(self.proc, grace_s=0)
+        self.channel.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+class SparePool:
+    """At most one spare for this process; :meth:`take` gives it to a matching cell."""
+
+    def __init__(self) -> None:
+        self._spare: SpareChild | None = None
+        #: Why spares stopped for this session (None while they are in use).
+        self.disabled_reason: str | None = None
+
+    def start(self, engine: str, env: dict[str, str]) -> None:
+        """Have a spare for ``engine`` with ``env`` ready (unless one is, or spares are off)."""
+        if self.disabled_reason is not None:
+            return
+        if self._spare is not None:
+            if self._matches(self._spare, engine, env):
+                return
+            self.close()
+        fd, name = tempfile.mkstemp(prefix="llem-spare-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+        try:
+            proc, channel = spawn_child(["--prepare", engine], log_path, log_path.parent, env)
+        except OSError:
+            log_path.unlink(missing_ok=True)
+            return  # no spare: the cell starts its own process, as without one
+        self._spare = SpareChild(engine=engine, env=env, proc=proc, channel=channel, log_path=log_path)
+
+    def take(self, engine: str, env: dict[str, str]) -> SpareChild | None:
+        """The spare, if it matches the cell and is alive; the pool no longer holds it."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        spare.poll()
+        if spare.cuda_initialized:
+            self.disable_for_cuda(spare.engine)
+        if not self._matches(spare, engine, env) or not spare.alive or self.disabled_reason is not None:
+            spare.discard()
+            return None
+        return spare
+
+    def disable_for_cuda(self, engine: str) -> None:
+        """No more spares this session: importing ``engine`` made a CUDA context."""
+        self.disabled_reason = (
+            f"importing the {engine} engine created a CUDA context, which a waiting spare must not hold;"
+            " cells start their own processes for the rest of the session"
+        )
+        self.close()
+
+    @staticmethod
+    def _matches(spare: SpareChild, engine: str, env: dict[str, str]) -> bool:
+        return spare.engine == engine and spare.env == env
+
+    def close(self) -> None:
+        """End the spare, if any (the session's end; or one that no longer matches)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+
+#: This process's pool: one pytest process runs one cell at a time.
+POOL = SparePool()
