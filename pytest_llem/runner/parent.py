@@ -242,6 +242,9 @@ def run_in_child(
     if spare is not None:
         proc, channel = spare.proc, spare.channel
         parts["spawn"] = spare.hand_over(log_path)
+        # > 0: the spare began before this cell did (after the previous cell's window); else the
+        # cell started it itself, as it began, and gained only what its idle checks took.
+        parts["spawn"]["ahead_of_cell_s"] = parts["spawn"]["prestarted_s_before"] - (time.monotonic() - clock.origin)
         if spare.prepared_at is None:
             clock.mark("imports")  # the spare is still importing: the rest of it is this cell's wait
         progress.take(spare.pending)

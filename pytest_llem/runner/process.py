@@ -127,6 +127,9 @@ def child_environment(
 ) -> dict[str, str]:
     """The child's environment: ours, plus the cell's GPU, its log and ``extra`` (e.g. cache directories)."""
     env = dict(os.environ)
+    # pytest's own marker of the running test names the item: it would make every cell's
+    # environment differ, and so no spare match the cell after the one that started it.
+    env.pop("PYTEST_CURRENT_TEST", None)
     env.update(extra or {})
     if log_path is not None:
         env[CELL_LOG_VARIABLE] = str(log_path.resolve())  # the child runs in the cell directory

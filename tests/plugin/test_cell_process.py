@@ -38,10 +38,14 @@ def test_later_cells_take_a_process_started_ahead_with_its_imports_done(
     # The first cell's spare starts as that cell begins (before its idle checks); every later one
     # once the cell before it has left its measured window: all three are taken over.
     assert [r["cell_process"]["prestarted"] for r in records] == [True, True, True]
+    ahead = []
     for record in records:
         spawn = next(p for p in record["timeline"] if p["phase"] == "spawn")
         assert spawn["parts"]["prestarted_s_before"] >= 0
+        ahead.append(spawn["parts"]["ahead_of_cell_s"])
         assert record["cell_process"]["prestart_disabled_reason"] is None
+    # Cells 2 and 3 took a process started before they began: in the cell before them, after its window.
+    assert ahead[0] <= 0 < min(ahead[1:]), ahead
     # The cell's log holds the spare's start (its interpreter and imports) and the cell's phases.
     (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir()]
     log = next(study_dir.glob("002_*/child.log")).read_text()
