@@ -3,8 +3,8 @@
 ``prestart_child`` (a spare whose imports are done, see :mod:`pytest_llem.runner.spare`),
 ``compile_cache`` (see :mod:`pytest_llem.runner.compile_cache`) and ``teardown`` (see
 :func:`pytest_llem.runner.parent.run_in_child`). None of them acts inside a measured window: a
-spare for the next cell is started only once this cell's window has ended (its ``report``
-phase), and it imports libraries only.
+spare for the next cell imports libraries while this cell's engine loads, and is suspended from
+this cell's idle spot check until its window has ended.
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ from pytest_llem.runner.process import child_environment
 from pytest_llem.runner.spare import POOL, SpareChild
 from pytest_llem.study.schema import ExecutionConfig
 
-#: The child's phase that begins once its measured window has ended.
-AFTER_WINDOW = "report"
+#: When the next cell's spare may start: as this cell's engine starts loading (no idle check,
+#: warm-up or window is running then), and in any case once its window has ended.
+START_SPARE = ("ready", "report")
+#: From this cell's idle spot check (a CPU cell has none: its warm-up) through its measured
+#: window the spare is suspended.
+PAUSE_SPARE = ("preflight", "warmup")
+RESUME_SPARE = "report"
 
 
 @dataclass
@@ -64,16 +69,19 @@ class CellProcess:
         return self.execution.teardown
 
     def listener(self, on_phase: PhaseListener | None) -> PhaseListener:
-        """``on_phase``, plus: once this cell's window has ended, start the next cell's spare."""
-        started = False
+        """``on_phase``, plus the next cell's spare: started as this cell's engine loads,
+        suspended from its idle spot check through its window, let go on after it."""
 
         def hear(phase: str, detail: str | None) -> None:
-            nonlocal started
-            if phase == AFTER_WINDOW and not started and self.next_engine is not None and self.spares_apply:
-                started = True
-                # The next cell of this study shares this cell's cache directory and environment;
-                # one of another study or GPU would not match, and is discarded when it comes.
-                POOL.start(self.next_engine, self.env)
+            if self.next_engine is not None and self.spares_apply and detail is None:
+                if phase in START_SPARE:
+                    # The next cell of this study shares this cell's cache directory and environment;
+                    # one of another study or GPU would not match, and is discarded when it comes.
+                    POOL.start(self.next_engine, self.env)
+                if phase in PAUSE_SPARE:
+                    POOL.pause()
+                elif phase == RESUME_SPARE:
+                    POOL.resume()
             if on_phase is not None:
                 on_phase(phase, detail)
 

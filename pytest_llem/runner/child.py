@@ -73,6 +73,21 @@ class _Prepared:
         return self.engine
 
 
+def _die_with_parent() -> None:
+    """A spare may be suspended (SIGSTOP) when its parent dies, so it could never read end-of-file
+    on its lifeline: have the kernel SIGKILL it then (``PR_SET_PDEATHSIG``, Linux), which a stopped
+    process receives too. A spare has no worker processes of its own that this would miss."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the lifeline alone
+    if os.getppid() == 1:  # the parent died before we asked
+        os._exit(0)
+
+
 def _cuda_initialized() -> bool:
     """Whether this process holds a CUDA context (as far as torch knows) without having asked for one."""
     torch = sys.modules.get("torch")
@@ -171,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepared = None
         if args.prepare:
+            _die_with_parent()
             prepared = _Prepared(args.prepare)
             channel.send(PreparedEvent(cuda_initialized=_cuda_initialized()))
         task_json = sys.stdin.buffer.readline().decode("utf-8")

@@ -11,8 +11,10 @@ What keeps this honest:
 * The spare is a fresh interpreter that has only imported libraries: no engine was loaded, no
   model built, no CUDA context made (it says so: ``prepared`` carries ``cuda_initialized``, and
   one that says yes ends spares for the session). Nothing of another configuration can be in it.
-* It is started only once the previous cell's measured window has ended (phase ``report``), or
-  before the first cell, so it never runs beside a window of this process.
+* It runs only while nothing is measured: it is started as the previous cell's engine begins to
+  load (or before the first cell), suspended (SIGSTOP) from that cell's idle spot check through
+  its warm-up and measured window, and let go on (SIGCONT) once the window has ended. A stopped
+  process uses no CPU; its parent's death kills it even while stopped (``PR_SET_PDEATHSIG``).
 * It matches only a cell of the same engine whose process environment would be identical
   (GPU, compile cache, every variable): a changed environment discards it.
 * It holds the same lifeline as any child (its stdin), so it dies with pytest.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -75,6 +78,12 @@ class SpareChild:
             parts["prestart_imports_s"] = self.prepared_at - self.started
         return parts
 
+    def signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already: take() finds it dead and discards it
+
     def discard(self) -> None:
         close_quietly(self.proc.stdin)  # end-of-file: a spare that never got a task exits by itself
         kill_group(self.proc, grace_s=0)
@@ -108,8 +117,19 @@ class SparePool:
             return  # no spare: the cell starts its own process, as without one
         self._spare = SpareChild(engine=engine, env=env, proc=proc, channel=channel, log_path=log_path)
 
+    def pause(self) -> None:
+        """Suspend the spare (SIGSTOP) while another cell checks idle power, warms up and measures."""
+        if self._spare is not None:
+            self._spare.signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a suspended spare go on (SIGCONT); harmless for one that runs."""
+        if self._spare is not None:
+            self._spare.signal_group(signal.SIGCONT)
+
     def take(self, engine: str, env: dict[str, str]) -> SpareChild | None:
         """The spare, if it matches the cell and is alive; the pool no longer holds it."""
+        self.resume()  # a cell that failed mid-window may have left it suspended
         spare, self._spare = self._spare, None
         if spare is None:
             return None

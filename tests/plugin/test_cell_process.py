@@ -52,6 +52,20 @@ def test_later_cells_take_a_process_started_ahead_with_its_imports_done(
     assert "[pytest-llem] phase: load" in log and "[pytest-llem] phase: measure" in log
 
 
+def test_a_spare_is_suspended_through_another_cells_warm_up_and_window(
+    pytester: pytest.Pytester, stub_transformers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLEM_STUB_SPARE_PROBE", "1")  # each generate() notes the waiting spares' states
+    _study(pytester, "prestart_child: true", cycles=2)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir()]
+    first = next(study_dir.glob("001_*/spare-states")).read_text().split()
+    last = next(study_dir.glob("002_*/spare-states")).read_text().split()
+    # While the first cell warmed up and measured, the second cell's spare existed, stopped.
+    assert first and all(states == "T" for states in first), first
+    assert last and all(states == "-" for states in last), last  # no cell after it: no spare
+
+
 def test_without_prestart_every_cell_starts_its_own_process(pytester: pytest.Pytester, stub_transformers: Path) -> None:
     _study(pytester, "prestart_child: false", cycles=2)
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)

@@ -19,6 +19,9 @@ broken cells:
 ``LLEM_STUB_IMPORT=exit`` makes the import itself kill the process (a child dying during
 start-up); ``LLEM_STUB_IMPORT=hang`` makes it stall there; ``LLEM_STUB_IMPORT=cuda`` makes torch
 say a CUDA context exists (as a library that initialises CUDA on import would).
+``LLEM_STUB_SPARE_PROBE=1``: every ``generate`` (warm-up and window) appends to ``spare-states``
+in the working directory the state letter of each waiting spare child (``R``/``S`` running or
+sleeping, ``T`` stopped), or ``-`` when there is none.
 ``LLEM_STUB_RELEASE_SLEEP=S``: the model's teardown takes S seconds, then writes ``released`` in
 the working directory (an engine's slow graceful shutdown).
 """
@@ -92,6 +95,8 @@ class _Model(torch.nn.Module):
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generation_config: Any, streamer: Any = None
     ) -> torch.Tensor:
+        if os.environ.get("LLEM_STUB_SPARE_PROBE"):
+            _probe_spares()
         steps = generation_config.max_new_tokens
         new = torch.full((input_ids.shape[0], steps), 7, dtype=input_ids.dtype)
         if streamer is not None:
@@ -103,6 +108,24 @@ class _Model(torch.nn.Module):
         if streamer is not None:
             streamer.end()
         return torch.cat([input_ids, new], dim=1)
+
+
+def _probe_spares() -> None:
+    states = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():  # this cell's own process may have been a spare
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            if b"pytest_llem.runner.child" in argv and b"--prepare" in argv:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    states.append(handle.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue
+    with open("spare-states", "a", encoding="utf-8") as handle:
+        handle.write("".join(states) or "-")
+        handle.write("\n")
 
 
 def _forked() -> None:
