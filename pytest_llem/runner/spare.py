@@ -72,11 +72,7 @@ class SpareChild:
         cell_log.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.log_path, cell_log)
         self.log_path.unlink(missing_ok=True)
-        now = time.monotonic()
-        parts = {"prestarted_s_before": now - self.started}
-        if self.prepared_at is not None:
-            parts["prestart_imports_s"] = self.prepared_at - self.started
-        return parts
+        return {"prestarted_s_before": time.monotonic() - self.started}
 
     def signal_group(self, sig: signal.Signals) -> None:
         try:
