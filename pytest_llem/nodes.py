@@ -130,6 +130,19 @@ def _keep_out_of_garbage_collection() -> None:
     gc.freeze()
 
 
+def _check_report_query(study: Study) -> None:
+    """``report.recommend`` must parse before any cell runs: its answer comes at the session's end."""
+    if study.report.recommend is None:
+        return
+    from pytest_llem.errors import LimitSyntaxError
+    from pytest_llem.report.recommend import parse_query
+
+    try:
+        parse_query(study.report.recommend)
+    except LimitSyntaxError as exc:
+        raise StudyError(str(study.path), [f"{study.path}: report.recommend: {exc}"]) from None
+
+
 class StudyFile(pytest.File):
     """A ``*.llem.yaml`` file: a study."""
 
@@ -142,6 +155,7 @@ class StudyFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Collector]:
         study = load_study(self.path)
+        _check_report_query(study)
         if len(study.configurations) * study.execution.n_cycles > LARGE_STUDY_CELLS:
             _keep_out_of_garbage_collection()
         for warning in study.warnings:

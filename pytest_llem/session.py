@@ -102,6 +102,7 @@ class LlemSession:
         # --llem-shard: this session's shard and each study's plan (see execution/shard.py).
         self.shard_plans: dict[Path, ShardPlan] = {}
         self.shard: ShardSpec | None = None
+        self.shard_left_nothing = False  # every collected item belongs to other shards (see plugin.pytest_sessionfinish)
 
     # -- options ---------------------------------------------------------------------------
 
@@ -174,8 +175,6 @@ class LlemSession:
 
     def _deselect_other_shards(self, items: list[pytest.Item], cells: list[CellItem]) -> None:
         """``--llem-shard=K/N``: leave out (as ``-k`` does) the cells other shards run; ``--llem-shard-plan`` prints the plan."""
-        from pytest_llem.execution.shard import ShardError, parse_shard, parse_shard_by, plan_shards, recorded_cell_s
-
         plan_only = bool(self.config.getoption("llem_shard_plan"))
         sources = [
             (self.config.getoption("llem_shard"), "--llem-shard"),
@@ -187,6 +186,9 @@ class LlemSession:
             if plan_only:
                 raise pytest.UsageError("--llem-shard-plan prints the plan of --llem-shard=K/N (or N): give it the shards")
             return
+        # Imported only now: a run without shards (or studies) loads none of the study machinery.
+        from pytest_llem.execution.shard import ShardError, parse_shard, parse_shard_by, plan_shards, recorded_cell_s
+
         costs = self.config.getoption("llem_shard_costs")
         try:
             spec = parse_shard(str(text), source, plan_only=plan_only)
@@ -221,6 +223,7 @@ class LlemSession:
         if drop:
             self.config.hook.pytest_deselected(items=drop)
             items[:] = keep
+        self.shard_left_nothing = bool(drop) and not keep
 
     def _check_resumed_shard(self, study_dir: Path | None) -> None:
         """A shard resumes only its own directory: another shard's (or a whole run's) would mix two cell sets."""

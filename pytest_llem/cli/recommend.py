@@ -84,7 +84,7 @@ def cost_inputs(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from pytest_llem.report.cost import candidate_figures
-    from pytest_llem.report.recommend import parse_query, recommend, recommend_groups, render
+    from pytest_llem.report.recommend import parse_query, recommend, recommend_groups, render, study_query
     from pytest_llem.results.loader import load_results
 
     if not 0.0 < args.confidence < 1.0:
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         result = load_results(*paths, all_studies=True)
     for w in caught:
         sys.stderr.write(f"warning: {w.message}\n")
+    if not (args.where or args.minimize or args.maximize) and (stored := study_query(result)) is not None:
+        query = parse_query(stored[0])  # the study file's own report.recommend
+        args.by = args.by or stored[1]
     options: dict[str, Any] = {"exclude_flagged": args.exclude_flagged, "confidence": args.confidence}
     answers = recommend_groups(result, query, args.by, **options) if args.by else [recommend(result, query, **options)]
 

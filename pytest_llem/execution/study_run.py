@@ -141,7 +141,11 @@ def _header(study: Study, timeout_override: float | None) -> dict[str, Any]:
             "cycle_gap_seconds": ex.cycle_gap_seconds,
             "shuffle_seed": ex.shuffle_seed,
             "experiment_timeout_seconds": timeout_override or ex.experiment_timeout_seconds,
+            "prestart_child": ex.prestart_child,
+            "teardown": ex.teardown,
+            "compile_cache": ex.compile_cache,
         },
+        **({"report": study.report.model_dump()} if study.report.recommend else {}),
     }
 
 

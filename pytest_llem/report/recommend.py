@@ -393,3 +393,29 @@ def render(answer: Recommendation) -> list[str]:
         " baseline uncertainty included for adjusted energy]"
     )
     return lines
+
+
+def study_query(result: StudyResult) -> tuple[str, list[str]] | None:
+    """The study file's own ``report.recommend`` query and ``report.by`` fields, from its manifest."""
+    settings = result.manifest.get("report") or {}
+    query = settings.get("recommend")
+    if not isinstance(query, str) or not query.strip():
+        return None
+    by = settings.get("by") or []
+    return query, [str(field) for field in by]
+
+
+def study_recommendation_lines(result: StudyResult) -> list[str]:
+    """What the session's end prints for a study with ``report.recommend``; nothing without one."""
+    stored = study_query(result)
+    if stored is None or not result.experiments:
+        return []
+    query, by = stored
+    try:
+        answers = recommend_groups(result, query, by) if by else [recommend(result, query)]
+    except LlemError as exc:  # a study whose records answer nothing: said, never raised at the summary
+        return [f"no recommendation for {query!r}: {exc}"]
+    lines: list[str] = []
+    for answer in answers:
+        lines += render(answer)
+    return lines

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_llem.report.html import Page, Plot, recommendation_html, render_page
 from pytest_llem.report.pareto import CANDIDATE_FIELDS, pareto_frontiers
-from pytest_llem.report.recommend import recommend
+from pytest_llem.report.recommend import recommend, study_query
 from pytest_llem.results.atomic import write_bytes_atomic
 from pytest_llem.results.loader import StudyResult, derived_fields, load_results
 from pytest_llem.results.redaction import scrub_text
@@ -161,8 +161,11 @@ def write_page(
 
 
 def write_study_report(result: StudyResult, gate_lines: Sequence[str] = ()) -> WrittenReport:
-    """The session's report of one study: ``report.html`` in its directory, with the gate's lines."""
-    return write_page(result, configurations(result), result.study_dir / REPORT_NAME, gate_lines=gate_lines)
+    """The session's report of one study: ``report.html`` in its directory, with the gate's lines
+    and the recommendation its study file asks for (``report.recommend``)."""
+    stored = study_query(result)
+    where = stored[0] if stored else None
+    return write_page(result, configurations(result), result.study_dir / REPORT_NAME, gate_lines=gate_lines, where=where)
 
 
 def write_report(paths: Sequence[Path], out: Path | None = None, where: str | None = None) -> WrittenReport:
@@ -172,6 +175,8 @@ def write_report(paths: Sequence[Path], out: Path | None = None, where: str | No
     directory for several.
     """
     result = load_results(*paths)
+    if where is None and (stored := study_query(result)) is not None:
+        where = stored[0]  # the study file's report.recommend, unless the caller asks otherwise
     if out is None:
         out = result.study_dir / REPORT_NAME if len(result.studies) <= 1 else Path.cwd() / REPORT_NAME
     return write_page(result, configurations(result), out, where=where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_llem.report.recommend import study_recommendation_lines
 from pytest_llem.report.warnings import group_warnings, render_warnings, unreliable_cells
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def summary_sections(
 ) -> list[tuple[str, list[str]]]:
     """``(title, lines)`` of each section the session adds to pytest's terminal summary.
 
-    Per study its table and where its time went, then what adaptive cycles did, then the regression gate's lines.
+    Per study its table, where its time went and its recommendation (``report.recommend``), then what adaptive cycles did, then the regression gate's lines.
     """
     sections: list[tuple[str, list[str]]] = []
     for study in studies:
@@ -33,6 +34,9 @@ def summary_sections(
         spent = render_time_breakdown(study.result)
         if spent:
             sections.append((f"llem: {study.result.study_name}: where the time went", spent))
+        answer = study_recommendation_lines(study.result)
+        if answer:
+            sections.append((f"llem: {study.result.study_name}: recommendation (report.recommend)", answer))
     if adaptive_lines:
         sections.append(("llem: adaptive cycles", list(adaptive_lines)))
     if gate_lines:

@@ -73,7 +73,7 @@ class _Prepared:
         return self.engine
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(enable: bool = True) -> None:
     """A spare may be suspended (SIGSTOP) when its parent dies, so it could never read end-of-file
     on its lifeline: have the kernel SIGKILL it then (``PR_SET_PDEATHSIG``, Linux), which a stopped
     process receives too. A spare has no worker processes of its own that this would miss."""
@@ -81,10 +81,10 @@ def _die_with_parent() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+        libc.prctl(1, int(signal.SIGKILL) if enable else 0)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return  # not Linux: the lifeline alone
-    if os.getppid() == 1:  # the parent died before we asked
+    if enable and os.getppid() == 1:  # the parent died before we asked
         os._exit(0)
 
 
@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         task_json = sys.stdin.buffer.readline().decode("utf-8")
         if not task_json:  # a spare whose parent went away (or never needed it)
             return 0
+        if prepared is not None:
+            # From here the lifeline ends the whole group when the parent dies; a death signal
+            # to this process alone would kill it first, leaving the engine's workers behind.
+            _die_with_parent(enable=False)
         _hold_lifeline()
         measurement, engine = _run(task_json, channel, prepared)
         # The result first: once the parent has it, the engine's shutdown is nobody's wait

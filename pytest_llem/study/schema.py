@@ -2,7 +2,7 @@
 
 A study file holds the fields of :class:`~pytest_llem.config.experiment.ExperimentConfig`
 (shared by every cell, declared in :mod:`pytest_llem.config`) plus the study-only blocks
-``sweep``, ``experiments``, ``execution``, ``name`` and ``id`` declared here. Every model
+``sweep``, ``experiments``, ``execution``, ``report``, ``name`` and ``id`` declared here. Every model
 forbids unknown keys, so a misspelt key is an error, never a silently ignored setting.
 """
 
@@ -94,6 +94,24 @@ class ExecutionConfig(StrictModel):
         return self.cycle_cap > self.n_cycles
 
 
+class ReportSettings(StrictModel):
+    """What the study's end should answer besides its table. Left out of the study_design_hash."""
+
+    recommend: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4000,
+        description="A recommendation query, e.g. 'minimize mj_per_tok_adjusted where itl_s.p50 <= 0.1 and"
+        " ttft_s.p95 <= 1': the best configuration under those conditions, printed at the session's end, on"
+        " the HTML report and by `python -m pytest_llem recommend DIR` (the default of its --where).",
+    )
+    by: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="One answer per value of each of these fields (e.g. gpu_name, model_name).",
+    )
+
+
 class ExplicitExperiment(BaseModel):
     """One entry of ``experiments:``: any experiment fields (nested or dotted) plus an optional id."""
 
@@ -110,6 +128,7 @@ class StudyDocument(ExperimentConfig):
     sweep: dict[str, Any] = Field(default_factory=dict, description="Axes (dotted path -> list) and groups (name -> list of dicts).")
     experiments: list[dict[str, Any]] = Field(default_factory=list, description="Extra cells, merged over the shared fields.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @model_validator(mode="after")
     def _combinations(self) -> StudyDocument:
@@ -117,4 +136,4 @@ class StudyDocument(ExperimentConfig):
 
 
 #: Keys of a study file that are not experiment fields.
-STUDY_ONLY_KEYS: frozenset[str] = frozenset({"name", "id", "sweep", "experiments", "execution"})
+STUDY_ONLY_KEYS: frozenset[str] = frozenset({"name", "id", "sweep", "experiments", "execution", "report"})

@@ -30,7 +30,7 @@ from pytest_llem.study.loader import (
     validation_problems,
 )
 from pytest_llem.study.ordering import run_order
-from pytest_llem.study.schema import STUDY_ONLY_KEYS, ExecutionConfig, StudyDocument
+from pytest_llem.study.schema import STUDY_ONLY_KEYS, ExecutionConfig, ReportSettings, StudyDocument
 from pytest_llem.study.sweep import (
     Override,
     RawCell,
@@ -76,6 +76,7 @@ class Study:
     configurations: list[Configuration]
     design_hash: str
     warnings: list[str] = field(default_factory=list)
+    report: ReportSettings = field(default_factory=ReportSettings)
     _order: list[tuple[Configuration, int]] | None = field(default=None, init=False, repr=False, compare=False)
     _positions: dict[tuple[int, int], int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -212,6 +213,17 @@ class _Problems:
             line = self.lines.line_of(where)
             out.append(f"{self.path}:{line}: {message}" if line is not None else f"{self.path}: {message}")
         return sorted(dict.fromkeys(out + self.formatted), key=lambda p: _line_key(p, self.path))
+
+
+def _report_settings(data: dict[str, Any], problems: _Problems) -> ReportSettings:
+    """The ``report`` block (its query's grammar is checked where the study is collected: nodes.py)."""
+    try:
+        return ReportSettings.model_validate({} if data.get("report") is None else data["report"])
+    except ValidationError as exc:
+        problems.formatted += validation_problems(
+            exc, file=problems.path, lines=problems.lines, root_model=ReportSettings, loc_prefix=("report",)
+        )
+        return ReportSettings()
 
 
 def _header(data: dict[str, Any], problems: _Problems) -> tuple[ExecutionConfig, str | None, str | None]:
@@ -362,6 +374,7 @@ def load_study(path: str | Path) -> Study:
     data, lines = load_study_yaml(path)
     problems = _Problems(path, lines)
     execution, name, template = _header(data, problems)
+    report = _report_settings(data, problems)
     cells = _expand(data, problems)
     cells.secrets = secret_pattern()
     configurations: list[Configuration] = []
@@ -385,6 +398,7 @@ def load_study(path: str | Path) -> Study:
         execution=execution,
         configurations=configurations,
         design_hash=design_hash_of(measured),
+        report=report,
     )
     n_cells = len(configurations) * execution.n_cycles
     if n_cells > LARGE_STUDY_CELLS:

@@ -193,3 +193,14 @@ def test_the_github_actions_matrix_example_runs_its_shards_merges_and_gates(
     result = load_results(Path("merged"))
     assert {r["provenance"]["jobs"]["github_actions"]["GITHUB_RUN_ID"] for r in result.experiments} == {"4242"}
     assert len({r["provenance"]["jobs"]["github_actions"]["GITHUB_JOB"] for r in result.experiments}) == len(shards)
+
+
+def test_a_shard_left_without_cells_succeeds(pytester: pytest.Pytester, stub_transformers: Path) -> None:
+    """Five array tasks for a study of four configurations: the fifth has nothing to do, and says so
+    with exit status 0 (pytest's "no tests ran" would fail the array task or CI job)."""
+    write_study(pytester.path, "sharded.llem.yaml", STUDY_1)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--llem-shard=5/5")
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(deselected=4)
+    # Without a shard, a selection that leaves nothing is still pytest's own failure.
+    assert pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "nothing-matches").ret == 5

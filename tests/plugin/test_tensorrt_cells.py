@@ -32,7 +32,7 @@ measurement:
 tensorrt: {max_batch_size: 8, kv_cache_free_gpu_memory_fraction: 0.5}
 sweep:
   ignore_eos: [true, false]
-execution: {n_cycles: 1}
+execution: {n_cycles: 1, teardown: graceful}  # the engine's own shutdown is checked below
 """
 
 

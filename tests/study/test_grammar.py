@@ -618,3 +618,22 @@ def test_numbers_in_scientific_notation_are_numbers(load):
     assert config is not None
     assert config.expect["avg_tokens_per_second"].min == 1.0e12
     assert config.expect["mj_per_tok_total"].max == 500.0
+
+
+def test_the_report_block_is_read_and_left_out_of_the_design_hash(load):
+    plain = load("model: llem-tiny\n", name="a.llem.yaml")
+    asked = load(
+        "model: llem-tiny\nreport:\n  recommend: 'minimize mj_per_tok_adjusted where itl_s.p50 <= 0.1'\n  by: [model_name]\n",
+        name="b.llem.yaml",
+    )
+    assert plain.report.recommend is None and plain.report.by == []
+    assert asked.report.recommend == "minimize mj_per_tok_adjusted where itl_s.p50 <= 0.1"
+    assert asked.report.by == ["model_name"]
+    assert asked.design_hash == plain.design_hash  # what to recommend changes no measurement
+
+
+def test_the_report_block_is_strict(problems):
+    path, found = problems("model: llem-tiny\nreport:\n  recomend: 'itl_s.p50 <= 0.1'\n")
+    assert found[0].startswith(f"{path}:3: report.recomend: unknown key (did you mean 'recommend'?)")
+    path, found = problems("model: llem-tiny\nreport:\n  recommend: 5\n")
+    assert found[0].startswith(f"{path}:3: report.recommend:"), found

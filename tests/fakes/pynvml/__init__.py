@@ -147,6 +147,11 @@ def nvmlSystemGetDriverVersion() -> str | bytes:
     return _text(_config.get("driver_version", "550.54.15"))
 
 
+def nvmlSystemGetCudaDriverVersion() -> int:
+    _require_init()
+    return int(_config.get("cuda_driver_version", 12040))
+
+
 def nvmlDeviceGetCount() -> int:
     _require_init()
     return len(_config["gpus"])
