@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pytest_llem.config.metrics import LIMIT_METRICS
 from pytest_llem.errors import LlemError
 from pytest_llem.results.atomic import write_bytes_atomic
+from pytest_llem.results.fields import dotted_value
 from pytest_llem.results.loader import CONFIG_PREFIX, ROW_FIELDS, StudyResult, derived_fields
 from pytest_llem.results.validity import record_validity
 
@@ -45,13 +46,6 @@ TableFormat = Literal["parquet", "csv"]
 TABLE_MODE = 0o644
 
 
-def _figure(record: Mapping[str, Any], path: str) -> Any:
-    node: Any = record
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _plain(value: Any) -> Any:
@@ -86,7 +80,7 @@ def tidy_rows(result: StudyResult) -> list[dict[str, Any]]:
         }
         for name in TIDY_FIELDS:
             if name not in extra:
-                extra[name] = _plain(_figure(record, name))
+                extra[name] = _plain(dotted_value(record, name))
         versions = record.get("software_versions")
         versions = versions if isinstance(versions, Mapping) else {}
         config = {k: v for k, v in row.items() if k.startswith(CONFIG_PREFIX)}

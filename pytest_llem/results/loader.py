@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_llem.errors import ResultsNotFound, ResultsUnreadable
+from pytest_llem.results.fields import dotted_value
 from pytest_llem.results.manifest import MANIFEST_NAME
 from pytest_llem.results.validity import record_validity
 
@@ -110,7 +111,7 @@ class StudyResult:
         its JSON text). A list of dicts needs no pandas; ``pandas.DataFrame(result.to_rows())``
         makes it a table.
         """
-        figures = [{name: _figure(record, name) for name in ROW_FIELDS} for record in self.experiments]
+        figures = [{name: dotted_value(record, name) for name in ROW_FIELDS} for record in self.experiments]
         configs = [cell_config(record) for record in self.experiments]
         for row, config in zip(figures, configs):
             row["precision"] = config.get("precision")
@@ -196,14 +197,6 @@ def identity_key(record: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(values.get(name)) for name in IDENTITY_FIELDS)
 
 
-def _figure(record: Mapping[str, Any], path: str) -> Any:
-    """The value at dotted ``path`` in ``record``; None where any step is missing or not a mapping."""
-    node: Any = record
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

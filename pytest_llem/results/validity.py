@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_llem.results.fields import dotted_value
+
 #: Every reason code, with what it means (the README's table says the same).
 CODES: dict[str, str] = {
     "short_window": "the measured window is too short to trust: under MIN_WINDOW_S seconds, fewer than"
@@ -65,13 +67,6 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _get(record: Mapping[str, Any], path: str) -> Any:
-    node: Any = record
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _short_window(record: Mapping[str, Any]) -> ValidityFlag | None:
@@ -79,7 +74,7 @@ def _short_window(record: Mapping[str, Any]) -> ValidityFlag | None:
     problems: list[str] = []
     if window is not None and window < MIN_WINDOW_S:
         problems.append(f"the window lasted {window:.2f} s (< {MIN_WINDOW_S:g} s)")
-    samples = _number(_get(record, "telemetry.samples_in_window"))
+    samples = _number(dotted_value(record, "telemetry.samples_in_window"))
     if samples is not None and record.get("energy_meter") not in (None, "none") and samples < MIN_WINDOW_SAMPLES:
         problems.append(f"{samples:.0f} telemetry samples in the window (< {MIN_WINDOW_SAMPLES})")
     energy, bound = _number(record.get("total_energy_j")), _number(record.get("energy_error_bound_j"))
@@ -110,27 +105,27 @@ def _requested_batch(record: Mapping[str, Any]) -> tuple[float, str] | None:
     """The batch size the configuration asked for, and the setting that names it."""
     engine = record.get("engine")
     if engine == "transformers":
-        value = _number(_get(record, "config.transformers.batch_size"))
+        value = _number(dotted_value(record, "config.transformers.batch_size"))
         return (value, "transformers.batch_size") if value else None
     if engine == "vllm":
         # The engine's resolved value first: a null max_num_seqs in the study takes vLLM's default.
-        value = _number(_get(record, "effective_settings.resolved.max_num_seqs"))
-        value = value or _number(_get(record, "config.vllm.max_num_seqs"))
+        value = _number(dotted_value(record, "effective_settings.resolved.max_num_seqs"))
+        value = value or _number(dotted_value(record, "config.vllm.max_num_seqs"))
         return (value, "vllm.max_num_seqs") if value else None
     if engine == "tensorrt":
-        value = _number(_get(record, "config.tensorrt.max_batch_size"))
+        value = _number(dotted_value(record, "config.tensorrt.max_batch_size"))
         return (value, "tensorrt.max_batch_size") if value else None
     return None
 
 
 def _kv_capacity(record: Mapping[str, Any]) -> float | None:
     """How many sequences of this cell's length vLLM's KV cache holds at once; None where not recorded."""
-    resolved = _get(record, "effective_settings.resolved")
+    resolved = dotted_value(record, "effective_settings.resolved")
     if not isinstance(resolved, Mapping):
         return None
     blocks, block_size = _number(resolved.get("num_gpu_blocks")), _number(resolved.get("block_size"))
     prompts, input_tokens = _number(record.get("prompts_per_pass")), _number(record.get("input_tokens_per_pass"))
-    output = _number(_get(record, "config.max_output_tokens"))
+    output = _number(dotted_value(record, "config.max_output_tokens"))
     if not (blocks and block_size and prompts and input_tokens is not None and output):
         return None
     per_sequence = math.ceil((input_tokens / prompts + output) / block_size) * block_size
@@ -157,7 +152,7 @@ def _batch_underfilled(record: Mapping[str, Any]) -> ValidityFlag | None:
 
 
 def _slowed_share(record: Mapping[str, Any], reasons: tuple[str, ...]) -> tuple[float, str] | None:
-    shares = _get(record, "telemetry.throttle.reasons")
+    shares = dotted_value(record, "telemetry.throttle.reasons")
     if not isinstance(shares, Mapping):
         return None
     found = [(share, name) for name in reasons if (share := _number(shares.get(name))) is not None]
