@@ -53,8 +53,9 @@ class _Prepared:
     the error, as a child started for the cell would have.
     """
 
-    def __init__(self, engine_name: str) -> None:
+    def __init__(self, engine_name: str, spare_log: str | None = None) -> None:
         self.engine_name = engine_name
+        self.spare_log = spare_log
         self.engine: Engine | None = None
         self.error: BaseException | None = None
         try:
@@ -95,15 +96,27 @@ def _cuda_initialized() -> bool:
     return bool(cuda is not None and cuda.is_initialized())
 
 
-def _move_into_cell(cell_dir: str) -> None:
-    """A spare's output goes on into the cell's log (which the parent began with the spare's own)."""
+def _move_into_cell(cell_dir: str, spare_log: str | None) -> None:
+    """A spare's output goes on into the cell's log, which begins with all the spare wrote before.
+
+    The parent copied the spare's log as it handed the cell over (what a spare that died
+    meanwhile leaves); what the spare wrote after that copy (the end of its imports) would be
+    lost, so the whole of it is written again here, and this process's output follows it.
+    """
     from pytest_llem.runner.process import LOG_NAME
 
     os.chdir(cell_dir)
-    log_path = os.path.abspath(LOG_NAME)
     sys.stdout.flush()
     sys.stderr.flush()
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    earlier = b""
+    if spare_log:
+        try:
+            with open(spare_log, "rb") as handle:
+                earlier = handle.read()
+        except OSError:
+            pass  # the parent's copy stands
+    log = os.open(os.path.abspath(LOG_NAME), os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if earlier else os.O_APPEND), 0o644)
+    os.write(log, earlier)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
@@ -128,7 +141,7 @@ def _run(task_json: str, channel: Channel, prepared: _Prepared | None) -> tuple[
     # Engines read their own log (vLLM's workers say there which attention backend they chose).
     os.environ[CELL_LOG_VARIABLE] = os.path.join(os.path.abspath(task.cell_dir), LOG_NAME)
     if prepared is not None:
-        _move_into_cell(task.cell_dir)
+        _move_into_cell(task.cell_dir, prepared.spare_log)
         engine = prepared.take(task.config.engine)
     else:
         engine = create_engine(task.config.engine)  # imports the engine's libraries (torch, ...)
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest_llem.runner.child")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--prepare", metavar="ENGINE", help="a spare: import ENGINE's libraries, then wait for the task")
+    parser.add_argument("--spare-log", metavar="FILE", help="a spare: where its output went before its task came")
     args = parser.parse_args(argv)
     channel = Channel(args.fd)
     from pytest_llem.runner.envelope import AliveEvent, ErrorEvent, PreparedEvent, ResultEvent
@@ -187,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared = None
         if args.prepare:
             _die_with_parent()
-            prepared = _Prepared(args.prepare)
+            prepared = _Prepared(args.prepare, args.spare_log)
             channel.send(PreparedEvent(cuda_initialized=_cuda_initialized()))
         task_json = sys.stdin.buffer.readline().decode("utf-8")
         if not task_json:  # a spare whose parent went away (or never needed it)

@@ -277,6 +277,8 @@ def run_in_child(
         scrub_file(log_path)  # the child wrote its log itself, secrets and all; nothing writes to it now
         channel.close()
         close_quietly(proc.stdin)
+        if spare is not None:
+            spare.forget_log()
         if spare is not None and progress.spare_cuda_initialized:
             POOL.disable_for_cuda(spare.engine)  # harmless here (the cell's own process), not in a waiting spare
     if progress.failure is not None:

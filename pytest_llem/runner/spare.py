@@ -70,8 +70,7 @@ class SpareChild:
         """
         self.poll()
         cell_log.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.log_path, cell_log)
-        self.log_path.unlink(missing_ok=True)
+        shutil.copyfile(self.log_path, cell_log)  # the spare writes it again, whole, as it takes the task
         return {"prestarted_s_before": time.monotonic() - self.started}
 
     def signal_group(self, sig: signal.Signals) -> None:
@@ -84,6 +83,10 @@ class SpareChild:
         close_quietly(self.proc.stdin)  # end-of-file: a spare that never got a task exits by itself
         kill_group(self.proc, grace_s=0)
         self.channel.close()
+        self.forget_log()
+
+    def forget_log(self) -> None:
+        """The spare's own log, once its cell has ended (its content is in the cell's log)."""
         self.log_path.unlink(missing_ok=True)
 
 
@@ -107,7 +110,8 @@ class SparePool:
         os.close(fd)
         log_path = Path(name)
         try:
-            proc, channel = spawn_child(["--prepare", engine], log_path, log_path.parent, env)
+            args = ["--prepare", engine, "--spare-log", str(log_path)]
+            proc, channel = spawn_child(args, log_path, log_path.parent, env)
         except OSError:
             log_path.unlink(missing_ok=True)
             return  # no spare: the cell starts its own process, as without one

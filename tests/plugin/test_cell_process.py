@@ -164,3 +164,4 @@ def test_another_version_gets_another_cache(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         monkeypatch.undo()
         versions_key.cache_clear()
+

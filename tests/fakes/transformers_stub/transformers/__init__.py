@@ -20,7 +20,7 @@ broken cells:
 start-up); ``LLEM_STUB_IMPORT=hang`` makes it stall there; ``LLEM_STUB_IMPORT=cuda`` makes torch
 say a CUDA context exists (as a library that initialises CUDA on import would).
 ``LLEM_STUB_SPARE_PROBE=1``: every ``generate`` (warm-up and window) appends to ``spare-states``
-in the working directory the state letter of each waiting spare child (``R``/``S`` running or
+in the working directory the state letter of each waiting spare child of the same pytest (``R``/``S`` running or
 sleeping, ``T`` stopped), or ``-`` when there is none.
 ``LLEM_STUB_RELEASE_SLEEP=S``: the model's teardown takes S seconds, then writes ``released`` in
 the working directory (an engine's slow graceful shutdown).
@@ -120,7 +120,9 @@ def _probe_spares() -> None:
                 argv = handle.read().split(b"\0")
             if b"pytest_llem.runner.child" in argv and b"--prepare" in argv:
                 with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                    states.append(handle.read().rsplit(")", 1)[1].split()[0])
+                    state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == os.getppid():  # this pytest's spare, not another session's (xdist runs tests side by side)
+                    states.append(state)
         except OSError:
             continue
     with open("spare-states", "a", encoding="utf-8") as handle:
