@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_llem.config.metrics import LIMIT_METRICS, check_metric
 from pytest_llem.errors import LimitSyntaxError
+from pytest_llem.results.fields import dotted_value
 
 if TYPE_CHECKING:
     from pytest_llem.config.experiment import ExpectBounds
@@ -112,12 +113,7 @@ def cell_limits(
 
 def value_of(record: dict[str, Any], metric: str) -> Any:
     """A figure by dotted path (``ttft_s.p95``); None where any step is missing or null."""
-    node: Any = record
-    for part in metric.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
+    return dotted_value(record, metric)
 
 
 def why_missing(record: dict[str, Any], metric: str) -> str:
