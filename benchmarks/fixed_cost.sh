@@ -3,9 +3,9 @@
 # them (prestart_child false, teardown graceful, compile_cache engine), plus plugin-vs-bare parity.
 #   bash benchmarks/fixed_cost.sh engines OUT   # engines study, n64 cells of cycles c0 and c1 (fresh machine)
 #   bash benchmarks/fixed_cost.sh gpubound OUT  # gpu-bound: 2 cells with the cuts, 1 without, 2 bare loops
-#   bash benchmarks/fixed_cost.sh restored OUT  # after `engines`: a first vLLM cell whose compile cache
-#                                               # was restored (copied, page cache dropped), as on a fresh
-#                                               # machine whose CI cache or shared storage holds one
+#   bash benchmarks/fixed_cost.sh vllm-first OUT  # fresh machine: a session of the first vLLM cell alone
+#   bash benchmarks/fixed_cost.sh restored OUT    # then the same with only the compile cache kept
+#                                                 # (restored in place, page cache dropped)
 #   bash benchmarks/fixed_cost.sh parity OUT    # gpu-bound, cuts on: bare loop, 2 cells, bare loop
 # Run from the repository root with the plugin importable (PYTHONPATH, see ../shared/gpu/README.md).
 set -u
@@ -29,19 +29,26 @@ gpubound)
     "${PYTEST[@]}" /tmp/before/gpu-bound.llem.yaml -k "c0" --llem-results-dir "$out/before" > "$out/before.log" 2>&1
     python3 benchmarks/bare_loop.py --json "$out/bare_1.json" > "$out/bare_1.log" 2>&1
     ;;
+vllm-first)
+    # The first vLLM cell of a fresh machine: a new session with only that cell (nothing compiled yet).
+    "${PYTEST[@]}" benchmarks/studies/engines-llama3-8b.llem.yaml -k "vllm-n64 and c0 and not untimed" \
+        --llem-results-dir "$out/res" > "$out/vllm-first.log" 2>&1
+    ;;
 restored)
-    # What a fresh machine gets from a cache kept elsewhere: a copy of the cache `engines` filled, no
-    # file of it in memory, a new pytest session whose first cell is the vLLM one.
+    # After vllm-first or engines: the same first vLLM cell on a machine that has nothing but its
+    # compile cache, restored at the same path (a CI cache step, shared storage): the libraries'
+    # default caches are removed, the compile cache is replaced by a copy of itself, the page cache
+    # is dropped. FlashInfer rebuilds its JIT kernels when their directory moves (its build files
+    # hold absolute paths), so a cache must come back where it was written.
     src="${LLEM_CACHE_DIR:-$HOME/.cache/pytest-llem}/compile"
-    rm -rf /tmp/restored && cp -a "$src" /tmp/restored
-    echo "restored compile cache: $(du -sh /tmp/restored | cut -f1), $(find /tmp/restored -type f | wc -l) files"
-    du -sh /tmp/restored/*/* 2>/dev/null
-    mkdir -p /tmp/restored-study
-    sed 's|^execution: {n_cycles: 2}$|execution: {n_cycles: 2, compile_cache: /tmp/restored}|' \
-        benchmarks/studies/engines-llama3-8b.llem.yaml > /tmp/restored-study/engines-llama3-8b.llem.yaml
-    grep -q 'compile_cache: /tmp/restored' /tmp/restored-study/engines-llama3-8b.llem.yaml || { echo "study not rewritten"; exit 1; }
+    echo "libraries' default caches (removed):"
+    du -sh ~/.cache/vllm ~/.cache/flashinfer ~/.triton ~/.nv /tmp/torchinductor_* 2>/dev/null
+    rm -rf ~/.cache/vllm ~/.cache/flashinfer ~/.triton ~/.nv /tmp/torchinductor_*
+    rm -rf /tmp/compile-kept && mv "$src" /tmp/compile-kept && cp -a /tmp/compile-kept "$src" && rm -rf /tmp/compile-kept
+    echo "restored compile cache: $(du -sh "$src" | cut -f1), $(find "$src" -type f | wc -l) files"
+    du -sh "$src"/*/* 2>/dev/null
     sync; echo 3 > /proc/sys/vm/drop_caches && echo "page cache dropped" || echo "page cache NOT dropped"
-    "${PYTEST[@]}" /tmp/restored-study/engines-llama3-8b.llem.yaml -k "vllm-n64 and c0 and not untimed" \
+    "${PYTEST[@]}" benchmarks/studies/engines-llama3-8b.llem.yaml -k "vllm-n64 and c0 and not untimed" \
         --llem-results-dir "$out/res" > "$out/restored.log" 2>&1
     ;;
 parity)
