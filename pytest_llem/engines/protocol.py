@@ -37,6 +37,8 @@ class LoadRequest:
     eos_token_ids: tuple[int, ...]
     pad_token_id: int | None
     device: str = "auto"  # "auto": CUDA when present, else CPU; or "cpu" / "cuda"
+    #: ``execution.skip_unused_kernels``: the engine need not prepare kernels this cell never calls.
+    skip_unused_kernels: bool = True
 
     def section(self, kind: type[Section]) -> Section:
         """The settings as the engine's own section ``kind``.

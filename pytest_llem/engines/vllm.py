@@ -66,6 +66,7 @@ from pytest_llem.engines.protocol import (
     LoadRequest,
     count_output_tokens,
 )
+from pytest_llem.engines.unused_kernels import vllm_unused_kernels
 from pytest_llem.errors import LlemError
 from pytest_llem.models.loading import is_architecture_only
 from pytest_llem.results.measurement import GpuInfo
@@ -195,6 +196,7 @@ class VllmEngine:
         self._start_time_s: float | None = None
         self._parameters: int | None = None
         self._ids = itertools.count()
+        self._skipped_kernels: dict[str, str] = {}
 
     def load(self, request: LoadRequest) -> None:
         """Start vLLM on the cell's GPUs (compilation and CUDA graph capture happen here)."""
@@ -224,6 +226,8 @@ class VllmEngine:
         # Before the engine starts: vLLM's own checks of the sampling settings (a temperature
         # above 2, say) fail in a second here rather than after minutes of start-up.
         sampling = self._sampling_params(request, settings.token_timing)
+        # Set in this process before vLLM reads it; its engine-core and worker processes inherit it.
+        self._skipped_kernels = vllm_unused_kernels(request.decoding) if request.skip_unused_kernels else {}
         started = time.perf_counter()
         self._llm = LLM(**kwargs)
         self._start_time_s = time.perf_counter() - started
@@ -371,6 +375,7 @@ class VllmEngine:
             "weights": "random (load_format=dummy)" if self._kwargs.get("load_format") == "dummy" else "pretrained",
             "cuda_visible_devices": cuda_visible_devices(),
             "vllm_environment": vllm_environment(),
+            "skipped_kernels": dict(self._skipped_kernels),
             "gpus": [g.uuid for g in self._gpus],
             "sampling": {
                 "max_tokens": sampling.max_tokens,

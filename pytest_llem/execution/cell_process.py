@@ -2,7 +2,8 @@
 
 ``prestart_child`` (a spare whose imports are done, see :mod:`pytest_llem.runner.spare`),
 ``compile_cache`` (see :mod:`pytest_llem.runner.compile_cache`) and ``teardown`` (see
-:func:`pytest_llem.runner.parent.run_in_child`). None of them acts inside a measured window: a
+:func:`pytest_llem.runner.parent.run_in_child`); ``skip_unused_kernels`` travels with the
+cell's task to its engine (:mod:`pytest_llem.engines.unused_kernels`). None of them acts inside a measured window: a
 spare for the next cell imports libraries while this cell's engine loads, and is suspended from
 this cell's idle spot check until its window has ended.
 """
@@ -94,6 +95,7 @@ class CellProcess:
             "prestart_disabled_reason": POOL.disabled_reason,
             "compile_cache": self.cache.describe(),
             "teardown": self.execution.teardown,
+            "skip_unused_kernels": self.execution.skip_unused_kernels,
         }
 
     def close(self) -> None:

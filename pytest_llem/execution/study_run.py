@@ -144,6 +144,7 @@ def _header(study: Study, timeout_override: float | None) -> dict[str, Any]:
             "prestart_child": ex.prestart_child,
             "teardown": ex.teardown,
             "compile_cache": ex.compile_cache,
+            "skip_unused_kernels": ex.skip_unused_kernels,
         },
         **({"report": study.report.model_dump()} if study.report.recommend else {}),
     }
@@ -345,6 +346,7 @@ class StudyRun:
             base_dir=str(self.study.path.parent.resolve()),
             cell_dir=str(cell_dir),
             idle_reference_w=baselines.reference_w() if baselines is not None else {},
+            skip_unused_kernels=ex.skip_unused_kernels,
         )
         try:
             return run_in_child(

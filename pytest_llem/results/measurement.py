@@ -208,5 +208,6 @@ class CellIdentity(_Figures):
     cell_process: dict[str, Any] | None = Field(
         None,
         description="How the cell's process started and ended (execution keys): prestarted (a spare took it),"
-        " compile_cache (mode, directory, warm: whether it held compiled entries before), teardown.",
+        " compile_cache (mode, directory, warm: whether it held compiled entries before), teardown,"
+        " skip_unused_kernels (what the engine left unbuilt is in effective_settings.skipped_kernels).",
     )

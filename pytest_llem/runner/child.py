@@ -154,6 +154,7 @@ def _run(task_json: str, channel: Channel, prepared: _Prepared | None) -> tuple[
         phase=channel.phase,
         idle_reference_w=task.idle_reference_w,
         window_progress=channel.window_progress,
+        skip_unused_kernels=task.skip_unused_kernels,
     )
     return measurement, engine
 

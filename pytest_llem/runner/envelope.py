@@ -33,6 +33,9 @@ class CellTask(_Message):
     idle_reference_w: dict[str, float] = Field(
         default_factory=dict, description="Idle power per GPU UUID known to the parent, for the pre-flight check."
     )
+    skip_unused_kernels: bool = Field(
+        True, description="execution.skip_unused_kernels: the engine need not compile kernels the cell never calls."
+    )
 
 
 class IdleTask(_Message):

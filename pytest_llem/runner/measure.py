@@ -122,7 +122,7 @@ class _Workload:
     load_parts_s: dict[str, float] = field(default_factory=dict)
 
 
-def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload:
+def _load(config: ExperimentConfig, engine: Engine, base_dir: Path, skip_unused_kernels: bool) -> _Workload:
     """Resolve the model, tokenise the prompts once, and load the engine (outside any window)."""
     from pytest_llem.models.loading import resolve_model_path
     from pytest_llem.models.tiny import resolve_model
@@ -153,6 +153,7 @@ def _load(config: ExperimentConfig, engine: Engine, base_dir: Path) -> _Workload
             eos_token_ids=eos_ids,
             pad_token_id=pad,
             device=config.measurement.device,
+            skip_unused_kernels=skip_unused_kernels,
         )
     )
     loaded = time.perf_counter()
@@ -421,6 +422,7 @@ def measure_cell(
     phase: Callable[[str], None],
     idle_reference_w: dict[str, float] | None = None,
     window_progress: Callable[[float, float], None] | None = None,
+    skip_unused_kernels: bool = True,
 ) -> CellMeasurement:
     """Measure one cell with an engine already imported: load, pre-flight, warm up, window, report.
 
@@ -430,7 +432,7 @@ def measure_cell(
     reason instead of recording a figure.
     """
     phase("load")
-    workload = _load(config, engine, base_dir)
+    workload = _load(config, engine, base_dir, skip_unused_kernels)
     instruments = _open_instruments(config, engine, idle_reference_w or {}, phase)
     batches = engine.plan_batches(workload.prompts)
     phase("warmup")

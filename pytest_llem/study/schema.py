@@ -38,8 +38,9 @@ class ExecutionConfig(StrictModel):
     )
     prestart_child: bool = Field(
         True,
-        description="Start the next cell's process ahead, once the previous cell's measured window has ended (or"
-        " before the first cell), so its imports are done when the cell begins. It imports libraries only: no"
+        description="Start the next cell's process ahead, while the current cell's engine loads (or while idle"
+        " power is measured, before the first cell), so its imports are done when the cell begins; it is"
+        " suspended through the current cell's idle check, warm-up and window. It imports libraries only: no"
         " engine, no model, no CUDA context. false: every cell starts its process when it begins.",
     )
     teardown: Literal["kill", "graceful"] = Field(
@@ -54,6 +55,13 @@ class ExecutionConfig(StrictModel):
         description="Where engines keep compiled graphs and kernels across cells and runs. auto: pytest-llem's cache,"
         " one directory per set of library versions; cold: an empty directory per cell (every start is a first"
         " start); engine: each library's own default; else a directory (relative to the study file).",
+    )
+    skip_unused_kernels: bool = Field(
+        True,
+        description="Tell an engine not to compile, at its start, kernels that the cell's decoding settings can never"
+        " call (vLLM: its FlashInfer top-k/top-p sampler when decoding is greedy or has neither top_k nor top_p)."
+        " What the window runs is the same; a first start on a machine is shorter. A variable you set yourself"
+        " (VLLM_USE_FLASHINFER_SAMPLER) is left alone. false: the engine prepares every kernel it would.",
     )
     target_ci_pct: float | None = Field(
         None,

@@ -37,6 +37,10 @@ def vllm_module(monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path: 
     monkeypatch.syspath_prepend(str(ENGINE_FAKES))
     monkeypatch.setenv("LLEM_FAKE_VLLM_LOG", str(tmp_path / "vllm.log"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # The adapter sets VLLM_USE_FLASHINFER_SAMPLER in its own process; this test process must get
+    # it back as it was (absent), so set it here first for monkeypatch to undo.
+    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "")
+    monkeypatch.delenv("VLLM_USE_FLASHINFER_SAMPLER")
     fake_nvml.configure(fake_nvml.gpu("GPU-aaa", name="Fake H100"), fake_nvml.gpu("GPU-bbb", name="Fake H100"))
     module = importlib.import_module("pytest_llem.engines.vllm")
     assert getattr(sys.modules["vllm"], "FAKE", False)
@@ -250,6 +254,57 @@ def test_greedy_sets_temperature_zero(vllm_module: ModuleType, model_dir: Path, 
     engine.run_batch([[1]])
     (sampling,) = log(tmp_path, "sampling")
     assert sampling["temperature"] == 0.0 and sampling["seed"] is None
+
+
+@pytest.mark.parametrize(
+    ("decoding", "why"),
+    [
+        (DecodingConfig(), "greedy decoding"),
+        (DecodingConfig(temperature=0.8), "neither top_k nor top_p"),
+    ],
+)
+def test_a_sampler_the_cell_never_calls_is_not_built(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, decoding: DecodingConfig, why: str
+) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, decoding=decoding))
+    (environment,) = log(tmp_path, "environment")
+    assert environment["VLLM_USE_FLASHINFER_SAMPLER"] == "0", "set before the engine started"
+    settings = engine.effective_settings()
+    assert settings["vllm_environment"]["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
+    assert why in settings["skipped_kernels"]["flashinfer_sampler"]
+
+
+@pytest.mark.parametrize(
+    "decoding", [DecodingConfig(temperature=0.8, top_p=0.9), DecodingConfig(temperature=0.8, top_k=40)]
+)
+def test_a_cell_that_samples_with_top_k_or_top_p_keeps_the_sampler(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, decoding: DecodingConfig
+) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, decoding=decoding))
+    (environment,) = log(tmp_path, "environment")
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in environment
+    assert engine.effective_settings()["skipped_kernels"] == {}
+
+
+def test_skipping_unused_kernels_can_be_switched_off(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir, skip_unused_kernels=False))
+    (environment,) = log(tmp_path, "environment")
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in environment
+    assert engine.effective_settings()["skipped_kernels"] == {}
+
+
+def test_a_sampler_switch_the_user_set_is_left_alone(
+    vllm_module: ModuleType, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "1")
+    engine = vllm_module.VllmEngine()
+    engine.load(request(model_dir))
+    (environment,) = log(tmp_path, "environment")
+    assert environment["VLLM_USE_FLASHINFER_SAMPLER"] == "1"
+    assert engine.effective_settings()["skipped_kernels"] == {}
 
 
 def test_escape_hatch_forwards_real_arguments(vllm_module: ModuleType, model_dir: Path, tmp_path: Path) -> None:

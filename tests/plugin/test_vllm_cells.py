@@ -169,3 +169,31 @@ def test_a_shadowing_escape_hatch_is_an_error_of_the_file(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*shadow.llem.yaml:*vllm.engine_args repeats max_num_seqs: set vllm.max_num_seqs instead*"])
     assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_greedy_cell_tells_vllm_not_to_build_its_top_k_top_p_sampler(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, skip: bool
+) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
+    monkeypatch.delenv("VLLM_USE_FLASHINFER_SAMPLER", raising=False)
+    body = STUDY.replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
+    body = body.replace("execution: {n_cycles: 1}", f"execution: {{n_cycles: 1, skip_unused_kernels: {str(skip).lower()}}}")
+    body += "experiments:\n  - {id: greedy}\n  - {id: nucleus, decoding.temperature: 0.8, decoding.top_p: 0.9}\n"
+    write_study(pytester.path, "sampler.llem.yaml", body)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    by_id = {r["config_id"]: r for r in records(pytester.path)}
+    greedy, nucleus = by_id["greedy"], by_id["nucleus"]
+    for record in (greedy, nucleus):
+        assert record["cell_process"]["skip_unused_kernels"] is skip
+    assert manifest(pytester.path)["measurement_protocol"]["skip_unused_kernels"] is skip
+    greedy_env = greedy["effective_settings"]["vllm_environment"]
+    if skip:
+        assert greedy_env["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
+        assert "greedy decoding" in greedy["effective_settings"]["skipped_kernels"]["flashinfer_sampler"]
+    else:
+        assert "VLLM_USE_FLASHINFER_SAMPLER" not in greedy_env
+        assert greedy["effective_settings"]["skipped_kernels"] == {}
+    # A cell that samples with top-p needs the sampler, whatever the key says.
+    assert "VLLM_USE_FLASHINFER_SAMPLER" not in nucleus["effective_settings"]["vllm_environment"]
+    assert nucleus["effective_settings"]["skipped_kernels"] == {}

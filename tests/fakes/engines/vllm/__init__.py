@@ -190,6 +190,8 @@ class LLM:
             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, **kwargs,
         )  # fmt: skip
         _log("llm", **{k: v for k, v in vars(args).items()})
+        # What the engine reads from its environment as it starts (vLLM reads VLLM_* lazily).
+        _log("environment", **{k: v for k, v in os.environ.items() if k.startswith("VLLM_")})
         if not os.path.isdir(model):
             raise OSError(f"fake vllm: no model directory {model!r}")
         if args.load_format != "dummy" and not any(
