@@ -313,7 +313,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Remember what runs next: a cell's process can then start ahead (``execution.prestart_child``)."""
     if "pytest_llem.nodes" in sys.modules:  # only a session with studies has cells (see session.as_cell)
-        _session(item.config).next_item = nextitem
+        _session(item.config).note_next(item, nextitem)
 
 
 @pytest.hookimpl(wrapper=True)

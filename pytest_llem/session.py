@@ -90,6 +90,9 @@ class LlemSession:
         self.session_id: str = workerinput.get("llem_session_id") or uuid.uuid4().hex[:12]
         self.gpu_uuid: str | None = workerinput.get("llem_gpu_uuid")
         self.next_item: pytest.Item | None = None  # the item pytest runs after this one: its cell's process starts ahead
+        self.after_next_item: pytest.Item | None = None  # and the one after it (serial runs only)
+        self._positions: dict[int, int] = {}  # id(item) -> its index in session.items
+        self._positions_of: list[pytest.Item] | None = None
         self.study_dirs: list[Path] = []  # every study directory this session wrote to
         self._finalized: list[FinalizedStudy] | None = None
         # --llem-resume: study file -> the earlier run's directory it continues, and what was said.
@@ -359,6 +362,24 @@ class LlemSession:
 
         return SessionIdlePower(gpu_uuid=self.gpu_uuid)
 
+    def note_next(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """What pytest runs after ``item``, and after that: their cells' processes may start ahead.
+
+        The item after next is known in a serial run only (pytest runs ``session.items`` in
+        order); a pytest-xdist worker learns its next test alone, the scheduler picks the rest.
+        """
+        self.next_item = nextitem
+        self.after_next_item = None
+        if nextitem is None or self.is_worker:
+            return
+        items = item.session.items
+        if self._positions_of is not items or len(self._positions) != len(items):
+            self._positions = {id(each): index for index, each in enumerate(items)}
+            self._positions_of = items
+        index = self._positions.get(id(nextitem))
+        if index is not None and index + 1 < len(items) and items[index] is nextitem:
+            self.after_next_item = items[index + 1]
+
     def run_cell(self, item: pytest.Item, baselines: SessionIdlePower | None = None) -> None:
         """Run one cell in its own process, keep its figures on the item, and judge its limits."""
         from pytest_llem.errors import CellEngineUnavailable, ResultsWriteError
@@ -372,11 +393,11 @@ class LlemSession:
         run = self.runs[cell.study.path]
         ref = _cell_ref(cell)
         progress = CellProgress(self.config, cell.nodeid)
-        following = as_cell(self.next_item) if self.next_item is not None else None
-        next_engine = following.configuration.engine if following is not None else None
+        coming = [as_cell(i) for i in (self.next_item, self.after_next_item) if i is not None]
+        upcoming = tuple(dict.fromkeys(c.configuration.engine for c in coming if c is not None))
         try:
             outcome = run.run_cell(
-                ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress, next_engine=next_engine
+                ref, baselines, self.results_root(cell), gpu_uuid=self.gpu_uuid, on_phase=progress, upcoming_engines=upcoming
             )
         except CellEngineUnavailable as exc:
             if self.missing_engine_policy() == "skip":

@@ -38,7 +38,9 @@ class CellProcess:
     execution: ExecutionConfig
     gpu_uuid: str | None
     base_dir: Path
-    next_engine: str | None = None
+    #: The engines of the cells pytest runs next (the next one's first), distinct: their
+    #: processes may start ahead while this cell's engine loads.
+    upcoming_engines: tuple[str, ...] = ()
     cache: CompileCache = field(init=False)
     env: dict[str, str] = field(init=False)
     spare: SpareChild | None = field(init=False, default=None)
@@ -74,11 +76,13 @@ class CellProcess:
         suspended from its idle spot check through its window, let go on after it."""
 
         def hear(phase: str, detail: str | None) -> None:
-            if self.next_engine is not None and self.spares_apply and detail is None:
+            if self.upcoming_engines and self.spares_apply and detail is None:
                 if phase in START_SPARE:
-                    # The next cell of this study shares this cell's cache directory and environment;
+                    # The coming cells of this study share this cell's cache directory and environment;
                     # one of another study or GPU would not match, and is discarded when it comes.
-                    POOL.start(self.next_engine, self.env)
+                    POOL.retain(self.upcoming_engines)
+                    for engine in self.upcoming_engines:
+                        POOL.start(engine, self.env)
                 if phase in PAUSE_SPARE:
                     POOL.pause()
                 elif phase == RESUME_SPARE:

@@ -217,21 +217,22 @@ class StudyRun:
 
     def run_cell(
         self, cell: CellRef, baselines: SessionIdlePower | None = None, results_root: Path | None = None,
-        gpu_uuid: str | None = None, on_phase: PhaseListener | None = None, next_engine: str | None = None,
+        gpu_uuid: str | None = None, on_phase: PhaseListener | None = None, upcoming_engines: tuple[str, ...] = (),
     ) -> CellOutcome:  # fmt: skip
         """Run one cell in its own process and write its record; raise CellError on failure.
 
         The phases: pause (the study's gaps), make sure the idle baseline is fresh, run the
         child, then turn its measurement into the record and the files beside it. Each is marked
         on the cell's :class:`PhaseClock`: its timeline goes into the record and the manifest.
-        ``next_engine``: the engine of the cell pytest runs next, whose process may start ahead
-        once this cell's window has ended (``execution.prestart_child``).
+        ``upcoming_engines``: the engines of the cells pytest runs next, distinct, the next one's
+        first: their processes may start ahead while this cell's engine loads
+        (``execution.prestart_child``).
         """
         config = cell.configuration.config
         assert config is not None
         clock = PhaseClock()
         clock.mark("gap")
-        process = CellProcess(config.engine, self.study.execution, gpu_uuid, self.study.path.parent.resolve(), next_engine)
+        process = CellProcess(config.engine, self.study.execution, gpu_uuid, self.study.path.parent.resolve(), upcoming_engines)
         try:
             return self._run_cell(cell, config, clock, process, baselines, results_root, on_phase)
         finally:

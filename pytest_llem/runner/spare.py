@@ -3,8 +3,11 @@
 A cell's process spends seconds to tens of seconds importing torch and its engine (vLLM: about
 19 s on an H200 host) before it can load anything. None of that touches a GPU, so it can happen
 while the previous cell finishes (its report, teardown and record) or while idle power is
-measured. The pool holds at most one spare per pytest process; the cell that comes next takes it
-if it matches, else it is discarded and the cell starts its own process as before.
+measured. The pool holds at most one spare per engine for each pytest process: one for the cell
+that comes next and, where the cell after it uses another engine, one for that cell too (a study
+that alternates engines gets both started while the current cell's engine loads, which is
+longer than one import only when both are counted). A cell takes the spare of its engine if it
+matches, else that spare is discarded and the cell starts its own process as before.
 
 What keeps this honest:
 
@@ -28,6 +31,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,21 +95,27 @@ class SpareChild:
 
 
 class SparePool:
-    """At most one spare for this process; :meth:`take` gives it to a matching cell."""
+    """At most one spare per engine for this process; :meth:`take` gives one to a matching cell."""
 
     def __init__(self) -> None:
-        self._spare: SpareChild | None = None
+        self._spares: dict[str, SpareChild] = {}
         #: Why spares stopped for this session (None while they are in use).
         self.disabled_reason: str | None = None
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines a spare waits for, in the order they were started."""
+        return list(self._spares)
 
     def start(self, engine: str, env: dict[str, str]) -> None:
         """Have a spare for ``engine`` with ``env`` ready (unless one is, or spares are off)."""
         if self.disabled_reason is not None:
             return
-        if self._spare is not None:
-            if self._matches(self._spare, engine, env):
+        current = self._spares.get(engine)
+        if current is not None:
+            if self._matches(current, engine, env):
                 return
-            self.close()
+            self._drop(engine)
         fd, name = tempfile.mkstemp(prefix="llem-spare-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
@@ -115,22 +125,31 @@ class SparePool:
         except OSError:
             log_path.unlink(missing_ok=True)
             return  # no spare: the cell starts its own process, as without one
-        self._spare = SpareChild(engine=engine, env=env, proc=proc, channel=channel, log_path=log_path)
+        self._spares[engine] = SpareChild(engine=engine, env=env, proc=proc, channel=channel, log_path=log_path)
+
+    def retain(self, engines: Sequence[str]) -> None:
+        """End the spares of any engine not in ``engines`` (no coming cell would take them)."""
+        for engine in [e for e in self._spares if e not in engines]:
+            self._drop(engine)
 
     def pause(self) -> None:
-        """Suspend the spare (SIGSTOP) while another cell checks idle power, warms up and measures."""
-        if self._spare is not None:
-            self._spare.signal_group(signal.SIGSTOP)
+        """Suspend every spare (SIGSTOP) while another cell checks idle power, warms up and measures."""
+        for spare in self._spares.values():
+            spare.signal_group(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """Let a suspended spare go on (SIGCONT); harmless for one that runs."""
-        if self._spare is not None:
-            self._spare.signal_group(signal.SIGCONT)
+        """Let suspended spares go on (SIGCONT); harmless for one that runs."""
+        for spare in self._spares.values():
+            spare.signal_group(signal.SIGCONT)
 
     def take(self, engine: str, env: dict[str, str]) -> SpareChild | None:
-        """The spare, if it matches the cell and is alive; the pool no longer holds it."""
-        self.resume()  # a cell that failed mid-window may have left it suspended
-        spare, self._spare = self._spare, None
+        """The spare for ``engine``, if it matches the cell and is alive; the pool no longer holds it.
+
+        Every spare is let go on first (a cell that failed mid-window may have left them
+        suspended); the other engines' spares stay for the cells they were started for.
+        """
+        self.resume()
+        spare = self._spares.pop(engine, None)
         if spare is None:
             return None
         spare.poll()
@@ -153,11 +172,15 @@ class SparePool:
     def _matches(spare: SpareChild, engine: str, env: dict[str, str]) -> bool:
         return spare.engine == engine and spare.env == env
 
-    def close(self) -> None:
-        """End the spare, if any (the session's end; or one that no longer matches)."""
-        spare, self._spare = self._spare, None
+    def _drop(self, engine: str) -> None:
+        spare = self._spares.pop(engine, None)
         if spare is not None:
             spare.discard()
+
+    def close(self) -> None:
+        """End every spare (the session's end, or spares switched off)."""
+        for engine in list(self._spares):
+            self._drop(engine)
 
 
 #: This process's pool: one pytest process runs one cell at a time.

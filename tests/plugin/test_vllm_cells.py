@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,27 @@ def test_a_greedy_cell_tells_vllm_not_to_build_its_top_k_top_p_sampler(
     # A cell that samples with top-p needs the sampler, whatever the key says.
     assert "VLLM_USE_FLASHINFER_SAMPLER" not in nucleus["effective_settings"]["vllm_environment"]
     assert nucleus["effective_settings"]["skipped_kernels"] == {}
+
+
+def test_a_study_that_alternates_engines_starts_both_coming_cells_processes_ahead(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_fakes(monkeypatch, tmp_path, [{"uuid": "GPU-a", "power_w": 300.0, **GPU}])
+    body = STUDY.replace("engine: vllm", "engine: [transformers, vllm]").replace("tensor_parallel_size: 2", "tensor_parallel_size: 1")
+    body = body.replace("execution: {n_cycles: 1}", "execution: {n_cycles: 2}") + "transformers: {batch_size: 4}\n"
+    write_study(pytester.path, "alternate.llem.yaml", body)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    (study_dir,) = [p for p in (pytester.path / "results").iterdir() if p.is_dir()]
+    entries = sorted(json.loads((study_dir / "manifest.json").read_text())["experiments"], key=lambda e: e["position"])
+    run = [json.loads((study_dir / e["result_path"]).read_text()) for e in entries]
+    assert [(r["engine"], r["cycle"]) for r in run] == [("transformers", 0), ("vllm", 0), ("transformers", 1), ("vllm", 1)]
+    assert all(r["cell_process"]["prestarted"] for r in run)
+
+    def spare_began(record: dict[str, Any]) -> datetime:
+        spawn = next(p for p in record["timeline"] if p["phase"] == "spawn")
+        return datetime.fromisoformat(record["cell_started_at"]) - timedelta(seconds=spawn["parts"]["ahead_of_cell_s"])
+
+    # The second vLLM cell's process was started while the first vLLM cell's engine loaded, before
+    # the transformers cell between them began: one import's time ahead is not all it gets.
+    assert spare_began(run[3]) < datetime.fromisoformat(run[2]["cell_started_at"])
+    assert spare_began(run[2]) < datetime.fromisoformat(run[2]["cell_started_at"])
