@@ -6,6 +6,7 @@
 #   bash benchmarks/fixed_cost.sh vllm-first OUT  # fresh machine: a session of the first vLLM cell alone
 #   bash benchmarks/fixed_cost.sh restored OUT    # then the same with only the compile cache kept
 #                                                 # (restored in place, page cache dropped)
+#   bash benchmarks/fixed_cost.sh alternating OUT # fresh machine: transformers and vLLM in turn, short cells
 #   bash benchmarks/fixed_cost.sh parity OUT    # gpu-bound, cuts on: bare loop, 2 cells, bare loop
 # Run from the repository root with the plugin importable (PYTHONPATH, see ../shared/gpu/README.md).
 set -u
@@ -50,6 +51,11 @@ restored)
     sync; echo 3 > /proc/sys/vm/drop_caches && echo "page cache dropped" || echo "page cache NOT dropped"
     "${PYTEST[@]}" benchmarks/studies/engines-llama3-8b.llem.yaml -k "vllm-n64 and c0 and not untimed" \
         --llem-results-dir "$out/res" > "$out/restored.log" 2>&1
+    ;;
+alternating)
+    # Two engines in turn (transformers, vLLM, transformers, vLLM) on a fresh machine: whether the
+    # second vLLM cell finds its imports done (its spare started while the first vLLM cell loaded).
+    "${PYTEST[@]}" benchmarks/studies/alternating-engines.llem.yaml --llem-results-dir "$out/res" > "$out/alternating.log" 2>&1
     ;;
 parity)
     python3 benchmarks/bare_loop.py --json "$out/bare_0.json" > "$out/bare_0.log" 2>&1
