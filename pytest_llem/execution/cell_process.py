@@ -58,9 +58,12 @@ class CellProcess:
         return self.execution.prestart_child and self.execution.compile_cache != "cold"
 
     def prestart(self) -> None:
-        """Before the cell's idle checks: have its own spare importing, if none is (the first cell)."""
+        """Before the cell's idle checks: have its own spare importing, if none is (the first cell),
+        and the coming cells' too (while the first cell's idle power is measured, not its load alone)."""
         if self.spares_apply:
             POOL.start(self.engine, self.env)
+            for engine in self.upcoming_engines:
+                POOL.start(engine, self.env)
 
     def take_spare(self) -> SpareChild | None:
         """The spare that becomes this cell's process, if one matches it."""

@@ -221,4 +221,6 @@ def test_a_study_that_alternates_engines_starts_both_coming_cells_processes_ahea
     # The second vLLM cell's process was started while the first vLLM cell's engine loaded, before
     # the transformers cell between them began: one import's time ahead is not all it gets.
     assert spare_began(run[3]) < datetime.fromisoformat(run[2]["cell_started_at"])
+    # The first vLLM cell's, before the first cell began: during the session's idle checks.
+    assert spare_began(run[1]) < datetime.fromisoformat(run[0]["cell_started_at"])
     assert spare_began(run[2]) < datetime.fromisoformat(run[2]["cell_started_at"])
