@@ -102,11 +102,6 @@ class SparePool:
         #: Why spares stopped for this session (None while they are in use).
         self.disabled_reason: str | None = None
 
-    @property
-    def engines(self) -> list[str]:
-        """The engines a spare waits for, in the order they were started."""
-        return list(self._spares)
-
     def start(self, engine: str, env: dict[str, str]) -> None:
         """Have a spare for ``engine`` with ``env`` ready (unless one is, or spares are off)."""
         if self.disabled_reason is not None:

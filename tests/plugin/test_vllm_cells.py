@@ -215,8 +215,11 @@ def test_a_study_that_alternates_engines_starts_both_coming_cells_processes_ahea
     assert all(r["cell_process"]["prestarted"] for r in run)
 
     def spare_began(record: dict[str, Any]) -> datetime:
+        # ahead_of_cell_s counts back from the cell's clock origin, and cell_started_at is taken as
+        # its spawn phase begins (spawn's start_s after that origin): the spare's start in UTC.
         spawn = next(p for p in record["timeline"] if p["phase"] == "spawn")
-        return datetime.fromisoformat(record["cell_started_at"]) - timedelta(seconds=spawn["parts"]["ahead_of_cell_s"])
+        back = spawn["start_s"] + spawn["parts"]["ahead_of_cell_s"]
+        return datetime.fromisoformat(record["cell_started_at"]) - timedelta(seconds=back)
 
     # The second vLLM cell's process was started while the first vLLM cell's engine loaded, before
     # the transformers cell between them began: one import's time ahead is not all it gets.
